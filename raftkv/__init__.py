@@ -1,0 +1,1 @@
+"""raftkv: an etcd-like, Raft-replicated key-value store in pure Python."""

@@ -1,0 +1,272 @@
+"""The one exception hierarchy of raftkv.
+
+Errors are translated only at boundaries: the server turns an exception into a wire error
+code, and the client turns the code back into the same exception class.  A user of raftkv
+sees one of these, never a bare ``KeyError`` from deep inside.
+
+::
+
+    RaftKVError
+    ├── RaftError                    consensus-level conditions (raftkv.raft)
+    │   ├── ProposalDropped          the proposal was not appended (no leader, transfer, ...)
+    │   ├── NotLeader(leader_hint)   this member is not the leader; retry at the hint
+    │   ├── Compacted(revision)      the log entry / revision was compacted away
+    │   ├── Unavailable              the log entry is not available yet
+    │   ├── SnapshotTemporarilyUnavailable
+    │   └── ConfChangeRefused        one membership change at a time, or invalid change
+    ├── StorageError                 the disk said something we cannot trust
+    │   └── CorruptionError          a checksum mismatch, a torn or truncated file
+    ├── ProtocolError                a frame or message that breaks the wire protocol
+    │   ├── LocalProtocolError       we were about to break it (a bug on our side)
+    │   ├── RemoteProtocolError      the peer broke it; that connection is closed
+    │   ├── FrameTooLarge            a frame over the configured limit
+    │   └── HandshakeRefused         wrong protocol version or cluster id
+    ├── RequestError                 a well-formed request that cannot be served
+    │   ├── RequestTooLarge          request, value or txn over a configured limit
+    │   ├── TooManyOps               a txn with more operations than allowed
+    │   ├── DuplicateKey             a key written twice in one txn
+    │   ├── KeyNotFound
+    │   ├── LeaseNotFound(lease_id)
+    │   ├── LeaseExists(lease_id)
+    │   ├── InvalidArgument
+    │   ├── TooManyWatches
+    │   ├── MemberNotFound / MemberExists
+    │   └── FutureRevision           a read at a revision that does not exist yet
+    ├── TransientError               safe to retry after a pause
+    │   ├── Timeout
+    │   ├── TooManyRequests(retry_after)
+    │   ├── ConnectionLost
+    │   └── NoLeader
+    └── WatchCancelled(reason)       the server cancelled a watch (compacted, slow)
+
+``NotLeader`` and ``Compacted`` carry data (the leader hint, the compact revision);
+``TooManyRequests`` carries ``retry_after`` in seconds.
+"""
+
+from __future__ import annotations
+
+
+class RaftKVError(Exception):
+    """Base class of every error raftkv raises on purpose."""
+
+    code: str = "unknown"
+
+    def details(self) -> dict[str, object]:
+        """Fields that survive the trip over the wire (see :func:`error_from_code`)."""
+        return {}
+
+
+# --- consensus -----------------------------------------------------------------------------
+
+
+class RaftError(RaftKVError):
+    code = "raft"
+
+
+class ProposalDropped(RaftError):
+    code = "proposal_dropped"
+
+
+class NotLeader(RaftError):
+    """This member is not the leader. ``leader_hint`` is the leader's id, or 0 if unknown."""
+
+    code = "not_leader"
+
+    def __init__(self, leader_hint: int = 0, leader_addr: str = "") -> None:
+        super().__init__(f"not the leader (leader hint: {leader_hint or 'unknown'})")
+        self.leader_hint = leader_hint
+        self.leader_addr = leader_addr
+
+    def details(self) -> dict[str, object]:
+        return {"leader_hint": self.leader_hint, "leader_addr": self.leader_addr}
+
+
+class Compacted(RaftError):
+    """The requested index or revision was compacted; ``revision`` is the compaction point."""
+
+    code = "compacted"
+
+    def __init__(self, revision: int = 0) -> None:
+        super().__init__(f"required revision has been compacted (compact revision {revision})")
+        self.revision = revision
+
+    def details(self) -> dict[str, object]:
+        return {"revision": self.revision}
+
+
+class Unavailable(RaftError):
+    code = "unavailable"
+
+
+class SnapshotTemporarilyUnavailable(RaftError):
+    code = "snapshot_unavailable"
+
+
+class ConfChangeRefused(RaftError):
+    code = "conf_change_refused"
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+class StorageError(RaftKVError):
+    code = "storage"
+
+
+class CorruptionError(StorageError):
+    code = "corruption"
+
+
+# --- wire -----------------------------------------------------------------------------------
+
+
+class ProtocolError(RaftKVError):
+    code = "protocol"
+
+
+class LocalProtocolError(ProtocolError):
+    code = "local_protocol"
+
+
+class RemoteProtocolError(ProtocolError):
+    code = "remote_protocol"
+
+
+class FrameTooLarge(ProtocolError):
+    code = "frame_too_large"
+
+
+class HandshakeRefused(ProtocolError):
+    code = "handshake_refused"
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class RequestError(RaftKVError):
+    code = "request"
+
+
+class RequestTooLarge(RequestError):
+    code = "request_too_large"
+
+
+class TooManyOps(RequestError):
+    code = "too_many_ops"
+
+
+class DuplicateKey(RequestError):
+    code = "duplicate_key"
+
+
+class KeyNotFound(RequestError):
+    code = "key_not_found"
+
+
+class LeaseNotFound(RequestError):
+    code = "lease_not_found"
+
+    def __init__(self, lease_id: int = 0) -> None:
+        super().__init__(f"lease {lease_id:#x} not found")
+        self.lease_id = lease_id
+
+    def details(self) -> dict[str, object]:
+        return {"lease_id": self.lease_id}
+
+
+class LeaseExists(RequestError):
+    code = "lease_exists"
+
+    def __init__(self, lease_id: int = 0) -> None:
+        super().__init__(f"lease {lease_id:#x} already exists")
+        self.lease_id = lease_id
+
+    def details(self) -> dict[str, object]:
+        return {"lease_id": self.lease_id}
+
+
+class InvalidArgument(RequestError):
+    code = "invalid_argument"
+
+
+class TooManyWatches(RequestError):
+    code = "too_many_watches"
+
+
+class MemberNotFound(RequestError):
+    code = "member_not_found"
+
+
+class MemberExists(RequestError):
+    code = "member_exists"
+
+
+class FutureRevision(RequestError):
+    code = "future_revision"
+
+
+# --- transient ------------------------------------------------------------------------------
+
+
+class TransientError(RaftKVError):
+    code = "transient"
+
+
+class Timeout(TransientError):
+    code = "timeout"
+
+
+class TooManyRequests(TransientError):
+    code = "too_many_requests"
+
+    def __init__(self, retry_after: float = 0.1) -> None:
+        super().__init__(f"too many requests, retry after {retry_after:.3f}s")
+        self.retry_after = retry_after
+
+    def details(self) -> dict[str, object]:
+        return {"retry_after": self.retry_after}
+
+
+class ConnectionLost(TransientError):
+    code = "connection_lost"
+
+
+class NoLeader(TransientError):
+    code = "no_leader"
+
+
+class WatchCancelled(RaftKVError):
+    code = "watch_cancelled"
+
+    def __init__(self, reason: str = "", compact_revision: int = 0) -> None:
+        super().__init__(f"watch cancelled: {reason}")
+        self.reason = reason
+        self.compact_revision = compact_revision
+
+    def details(self) -> dict[str, object]:
+        return {"reason": self.reason, "compact_revision": self.compact_revision}
+
+
+def _all_subclasses(cls: type[RaftKVError]) -> list[type[RaftKVError]]:
+    out: list[type[RaftKVError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[RaftKVError]] = {
+    c.code: c for c in [RaftKVError, *_all_subclasses(RaftKVError)]
+}
+
+
+def error_from_code(code: str, message: str, details: dict[str, object]) -> RaftKVError:
+    """Rebuild the exception a server sent as ``(code, message, details)``."""
+    cls = ERRORS_BY_CODE.get(code, RaftKVError)
+    try:
+        err = cls(**details)  # type: ignore[arg-type]
+    except TypeError:
+        err = cls(message)
+    if not details:
+        err.args = (message,)
+    return err

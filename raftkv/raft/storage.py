@@ -1,0 +1,152 @@
+"""The read-only log-storage interface the core reads, and an in-memory implementation.
+
+The core never writes storage: the application persists what a ``Ready`` hands it and then
+makes it visible here (``append``, ``set_hard_state``, ``apply_snapshot``).  The layout follows
+etcd-io/raft's ``Storage``: a dummy entry at ``offset`` holds the index and term of the last
+compacted entry (or of the snapshot), so ``term(first_index() - 1)`` is always answerable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from raftkv.errors import Compacted, SnapshotTemporarilyUnavailable, Unavailable
+from raftkv.raft.types import (
+    EMPTY_HARD_STATE,
+    ConfState,
+    Entry,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+)
+
+
+class LogStorage(Protocol):
+    """What the core may read.  Implementations: :class:`MemoryStorage`, the SQLite store."""
+
+    def initial_state(self) -> tuple[HardState, ConfState]: ...
+
+    def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
+        """Entries in ``[lo, hi)``; at least one if any, then up to ``max_size`` bytes.
+
+        Raises :class:`Compacted` if ``lo <= snapshot index`` and :class:`Unavailable` if
+        ``hi > last_index() + 1``.
+        """
+        ...
+
+    def term(self, index: int) -> int:
+        """Term of entry ``index``; valid for ``first_index() - 1 <= index <= last_index()``."""
+        ...
+
+    def first_index(self) -> int: ...
+
+    def last_index(self) -> int: ...
+
+    def snapshot(self) -> Snapshot:
+        """The latest snapshot (may raise :class:`SnapshotTemporarilyUnavailable`)."""
+        ...
+
+
+def limit_size(entries: list[Entry], max_size: int | None) -> list[Entry]:
+    """Keep a prefix of ``entries`` within ``max_size`` bytes, but always at least one."""
+    if max_size is None or not entries:
+        return entries
+    total = entries[0].size()
+    n = 1
+    while n < len(entries):
+        total += entries[n].size()
+        if total > max_size:
+            break
+        n += 1
+    return entries[:n]
+
+
+class MemoryStorage:
+    """An in-memory :class:`LogStorage` with the write methods the application uses."""
+
+    def __init__(self, conf_state: ConfState | None = None) -> None:
+        self.hard_state: HardState = EMPTY_HARD_STATE
+        self._snapshot = Snapshot(SnapshotMeta(0, 0, conf_state or ConfState()))
+        # ents[0] is a dummy: (term, index) of the last compacted entry.
+        self.ents: list[Entry] = [Entry(term=0, index=0)]
+
+    # --- LogStorage ----------------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self.hard_state, self._snapshot.meta.conf_state
+
+    def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
+        offset = self.ents[0].index
+        if lo <= offset:
+            raise Compacted(offset)
+        if hi > self.last_index() + 1:
+            raise Unavailable(f"entries [{lo}, {hi}) beyond last index {self.last_index()}")
+        if len(self.ents) == 1:
+            raise Unavailable("no entries")
+        return limit_size(self.ents[lo - offset : hi - offset], max_size)
+
+    def term(self, index: int) -> int:
+        offset = self.ents[0].index
+        if index < offset:
+            raise Compacted(offset)
+        if index - offset >= len(self.ents):
+            raise Unavailable(f"index {index} beyond last index {self.last_index()}")
+        return self.ents[index - offset].term
+
+    def first_index(self) -> int:
+        return self.ents[0].index + 1
+
+    def last_index(self) -> int:
+        return self.ents[0].index + len(self.ents) - 1
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # --- writes (the application's side of the Ready contract) --------------------------
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self.hard_state = hs
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """Replace the log with ``snap``; older snapshots are ignored."""
+        if snap.meta.index <= self._snapshot.meta.index:
+            return
+        self._snapshot = snap
+        self.ents = [Entry(term=snap.meta.term, index=snap.meta.index)]
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record a snapshot of the state machine at ``index`` (which must be in the log)."""
+        if index <= self._snapshot.meta.index:
+            raise SnapshotTemporarilyUnavailable(f"snapshot at {index} is out of date")
+        if index > self.last_index():
+            raise Unavailable(f"snapshot index {index} > last index {self.last_index()}")
+        meta = SnapshotMeta(index, self.term(index), conf_state)
+        self._snapshot = Snapshot(meta, data)
+        return self._snapshot
+
+    def compact(self, compact_index: int) -> None:
+        """Discard entries up to and including ``compact_index``."""
+        offset = self.ents[0].index
+        if compact_index <= offset:
+            raise Compacted(offset)
+        if compact_index > self.last_index():
+            raise Unavailable(f"compact {compact_index} beyond last index {self.last_index()}")
+        i = compact_index - offset
+        self.ents = [Entry(term=self.ents[i].term, index=self.ents[i].index), *self.ents[i + 1 :]]
+
+    def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
+        """Append ``entries``, truncating any conflicting suffix first."""
+        if not entries:
+            return
+        first = self.first_index()
+        last = entries[-1].index
+        if last < first:
+            return  # all already compacted
+        if first > entries[0].index:
+            entries = list(entries)[first - entries[0].index :]
+        offset = entries[0].index - self.ents[0].index
+        if offset > len(self.ents):
+            raise Unavailable(
+                f"missing log entry [last: {self.last_index()}, append at: {entries[0].index}]"
+            )
+        self.ents = [*self.ents[:offset], *entries]
