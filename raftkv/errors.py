@@ -255,16 +255,15 @@ def _all_subclasses(cls: type[RaftKVError]) -> list[type[RaftKVError]]:
     return out
 
 
-ERRORS_BY_CODE: dict[str, type[RaftKVError]] = {
-    c.code: c for c in [RaftKVError, *_all_subclasses(RaftKVError)]
-}
+_ALL_ERRORS: list[type[RaftKVError]] = [RaftKVError, *_all_subclasses(RaftKVError)]
+ERRORS_BY_CODE: dict[str, type[RaftKVError]] = {c.code: c for c in _ALL_ERRORS}
 
 
 def error_from_code(code: str, message: str, details: dict[str, object]) -> RaftKVError:
     """Rebuild the exception a server sent as ``(code, message, details)``."""
     cls = ERRORS_BY_CODE.get(code, RaftKVError)
     try:
-        err = cls(**details)  # type: ignore[arg-type]
+        err = cls(**details)
     except TypeError:
         err = cls(message)
     if not details:

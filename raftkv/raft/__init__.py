@@ -1,1 +1,50 @@
-"""The sans-IO Raft core."""
+"""The sans-IO Raft core: a pure state machine driven by ticks, messages and Ready/advance.
+
+See docs/raft.md for the Ready contract and the invariants.
+"""
+
+from raftkv.raft.config import MUTATIONS, Config
+from raftkv.raft.rawnode import PeerStatus, RawNode, Status
+from raftkv.raft.storage import LogStorage, MemoryStorage
+from raftkv.raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Ready,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+    StateRole,
+)
+
+__all__ = [
+    "MUTATIONS",
+    "NONE",
+    "ConfChange",
+    "ConfChangeType",
+    "ConfState",
+    "Config",
+    "Entry",
+    "EntryType",
+    "HardState",
+    "LogStorage",
+    "MemoryStorage",
+    "Message",
+    "MessageType",
+    "PeerStatus",
+    "RawNode",
+    "ReadState",
+    "Ready",
+    "Snapshot",
+    "SnapshotMeta",
+    "SoftState",
+    "StateRole",
+    "Status",
+]
