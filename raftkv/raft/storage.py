@@ -149,4 +149,6 @@ class MemoryStorage:
             raise Unavailable(
                 f"missing log entry [last: {self.last_index()}, append at: {entries[0].index}]"
             )
-        self.ents = [*self.ents[:offset], *entries]
+        if offset < len(self.ents):
+            del self.ents[offset:]  # a conflicting suffix: a newer leader overwrote it
+        self.ents.extend(entries)

@@ -1,0 +1,1 @@
+"""Benchmarks (run them with ``raftkv benchmark ...``; never as timed unit tests)."""
