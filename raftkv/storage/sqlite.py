@@ -1,0 +1,691 @@
+"""SQLite (through aiosqlite) as the Raft write-ahead log, hard-state and snapshot store.
+
+The core reads storage synchronously on the event-loop thread, so :class:`SQLiteStorage`
+keeps an in-memory mirror of what is durable: the hard state, the latest snapshot and the log
+tail since that snapshot (bounded by compaction).  Every write goes to SQLite off the loop:
+:meth:`SQLiteStorage.save` queues one Ready, a single writer task takes *everything* queued,
+writes it in ONE transaction, commits (WAL + ``synchronous=FULL`` = one fsync), and only then
+updates the mirror and wakes the callers.  Saves that arrive while a commit is in flight ride
+on the next one: that is the group commit.
+
+If a commit ever fails the store is poisoned: every later write raises
+:class:`StorageError`.  Retrying after a failed fsync is unsafe (the kernel may have dropped
+the dirty pages), so the node must restart and recover from what is really on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+import msgpack
+
+from raftkv.errors import (
+    Compacted,
+    CorruptionError,
+    SnapshotTemporarilyUnavailable,
+    StorageError,
+    Unavailable,
+)
+from raftkv.raft.storage import limit_size
+from raftkv.raft.types import (
+    EMPTY_HARD_STATE,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+)
+from raftkv.storage import failpoints, snapfile
+
+log = logging.getLogger("raftkv.storage")
+
+SCHEMA_VERSION: Final = 1
+DB_NAME: Final = "raft.db"
+SNAP_DIR: Final = "snap"
+
+MetaValue = int | str | bytes | float | bool | None
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS entries (
+    idx  INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    data BLOB    NOT NULL,
+    crc  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS raft_state (
+    id         INTEGER PRIMARY KEY CHECK (id = 0),
+    term       INTEGER NOT NULL,
+    vote       INTEGER NOT NULL,
+    commit_idx INTEGER NOT NULL,
+    log_offset INTEGER NOT NULL,  -- index of the last compacted entry (the dummy)
+    log_term   INTEGER NOT NULL,  -- its term
+    snap_index INTEGER NOT NULL,
+    snap_term  INTEGER NOT NULL,
+    snap_conf  BLOB    NOT NULL,  -- msgpack [voters, learners]
+    snap_file  TEXT    NOT NULL   -- '' when there is no snapshot yet
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL           -- msgpack
+);
+"""
+
+_ENTRY_HEAD = struct.Struct(">QQB")
+_ENTRY_TYPES: Final = {int(t): t for t in EntryType}
+
+
+def entry_crc(term: int, index: int, etype: int, data: bytes) -> int:
+    """CRC32 of (term, index, type, data): stored with every log row, checked on open."""
+    return zlib.crc32(data, zlib.crc32(_ENTRY_HEAD.pack(term, index, etype)))
+
+
+def _pack(v: Any) -> bytes:
+    out: bytes = msgpack.packb(v, use_bin_type=True)
+    return out
+
+
+@dataclass(slots=True)
+class StorageStats:
+    """Counters for tests and metrics: ``transactions`` == commits == WAL fsyncs."""
+
+    saves: int = 0
+    transactions: int = 0
+    entries_written: int = 0
+    snapshots_written: int = 0
+    max_batch: int = 0
+
+
+# --- queued write operations ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Save:
+    hard_state: HardState | None
+    entries: list[Entry]
+    snapshot: Snapshot | None
+    future: asyncio.Future[None]
+    snap_file: str = ""
+
+
+@dataclass(slots=True)
+class _CreateSnapshot:
+    snapshot: Snapshot
+    future: asyncio.Future[None]
+    snap_file: str = ""
+
+
+@dataclass(slots=True)
+class _Compact:
+    index: int
+    term: int
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _SetMeta:
+    items: dict[str, MetaValue]
+    future: asyncio.Future[None]
+
+
+_Op = _Save | _CreateSnapshot | _Compact | _SetMeta
+
+
+# --- the in-memory mirror ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Mirror:
+    """What is durable, readable without I/O.  ``ents[0]`` is the dummy (offset, term)."""
+
+    hard_state: HardState = EMPTY_HARD_STATE
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    # Invariant: ents[0].index <= snapshot.meta.index (we never compact past a snapshot)
+    ents: list[Entry] = field(default_factory=lambda: [Entry(0, 0)])
+
+    def last_index(self) -> int:
+        return self.ents[0].index + len(self.ents) - 1
+
+    def term(self, index: int) -> int:
+        offset = self.ents[0].index
+        if index < offset:
+            raise Compacted(offset)
+        if index - offset >= len(self.ents):
+            raise Unavailable(f"index {index} beyond last index {self.last_index()}")
+        return self.ents[index - offset].term
+
+    def apply_snapshot(self, snap: Snapshot) -> bool:
+        if snap.meta.index <= self.snapshot.meta.index:
+            return False
+        self.snapshot = snap
+        self.ents = [Entry(snap.meta.term, snap.meta.index)]
+        return True
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        first = self.ents[0].index + 1
+        if entries[-1].index < first:
+            return
+        if first > entries[0].index:
+            entries = entries[first - entries[0].index :]
+        offset = entries[0].index - self.ents[0].index
+        if offset > len(self.ents):  # validated at enqueue time: a bug if it happens
+            raise AssertionError(f"gap appending at {entries[0].index} after {self.last_index()}")
+        del self.ents[offset:]
+        self.ents.extend(entries)
+
+    def compact(self, index: int, term: int) -> None:
+        offset = self.ents[0].index
+        del self.ents[: index - offset]
+        self.ents[0] = Entry(term, index)
+
+
+class SQLiteStorage:
+    """A durable :class:`~raftkv.raft.storage.LogStorage`.  Create it with :meth:`open`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        db: aiosqlite.Connection,
+        mirror: _Mirror,
+        meta: dict[str, MetaValue],
+        keep_snapshots: int,
+    ) -> None:
+        self.data_dir = data_dir
+        self.snap_dir = data_dir / SNAP_DIR
+        self.keep_snapshots = keep_snapshots
+        self.stats = StorageStats()
+        self._db = db
+        self._m = mirror
+        self._meta = meta
+        self._pending: list[_Op] = []
+        self._wakeup = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._closed = False
+        # Projection of the state once everything queued is durable (for validation).
+        self._proj_last = mirror.last_index()
+        self._proj_offset = mirror.ents[0].index
+        self._proj_snap = mirror.snapshot.meta
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(), name=f"raftkv-storage-writer:{data_dir}"
+        )
+
+    # --- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        conf_state: ConfState | None = None,
+        cluster_id: int | None = None,
+        node_id: int | None = None,
+        keep_snapshots: int = 3,
+    ) -> SQLiteStorage:
+        """Open (or create) the store in ``data_dir``: verify the log, load the snapshot.
+
+        ``conf_state`` is the bootstrap membership, used only when the store is new.
+        ``cluster_id``/``node_id`` are recorded on first open and checked afterwards, so a
+        data directory cannot be started as another node or in another cluster.
+        """
+        if keep_snapshots < 1:
+            raise ValueError("keep_snapshots must be >= 1")
+        root = Path(data_dir)
+        await asyncio.to_thread(_prepare_dirs, root)
+        db = await aiosqlite.connect(root / DB_NAME, isolation_level=None)
+        try:
+            mirror, meta = await _load(db, root, conf_state or ConfState(), cluster_id, node_id)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(root, db, mirror, meta, keep_snapshots)
+
+    # --- LogStorage (synchronous, reads the mirror only) -----------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._m.hard_state, self._m.snapshot.meta.conf_state
+
+    def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
+        ents = self._m.ents
+        offset = ents[0].index
+        if lo <= offset:
+            raise Compacted(offset)
+        if hi > self.last_index() + 1:
+            raise Unavailable(f"entries [{lo}, {hi}) beyond last index {self.last_index()}")
+        if len(ents) == 1:
+            raise Unavailable("no entries")
+        return limit_size(ents[lo - offset : hi - offset], max_size)
+
+    def term(self, index: int) -> int:
+        return self._m.term(index)
+
+    def first_index(self) -> int:
+        return self._m.ents[0].index + 1
+
+    def last_index(self) -> int:
+        return self._m.last_index()
+
+    def snapshot(self) -> Snapshot:
+        return self._m.snapshot
+
+    # --- other reads -----------------------------------------------------------------------
+
+    @property
+    def hard_state(self) -> HardState:
+        return self._m.hard_state
+
+    @property
+    def cluster_id(self) -> int | None:
+        v = self._meta.get("cluster_id")
+        return v if isinstance(v, int) else None
+
+    @property
+    def node_id(self) -> int | None:
+        v = self._meta.get("node_id")
+        return v if isinstance(v, int) else None
+
+    def get_meta(self, key: str, default: MetaValue = None) -> MetaValue:
+        return self._meta.get(key, default)
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        """Persist one Ready (hard state, entries, snapshot) durably, then expose it.
+
+        Returns only after the transaction holding it has committed (fsynced).  Entries that
+        conflict with the stored suffix replace it, as in ``MemoryStorage.append``.
+        """
+        ents = list(entries)
+        for i in range(1, len(ents)):
+            if ents[i].index != ents[0].index + i:
+                raise ValueError(f"entries not contiguous at {ents[i].index}")
+        # Validate against the projected state (everything queued before us applied).
+        if snapshot is not None and snapshot.meta.index > self._proj_snap.index:
+            snap_after = snapshot.meta
+            offset_after = last_after = snapshot.meta.index
+        else:
+            snap_after, offset_after, last_after = self._proj_snap, self._proj_offset, None
+        if last_after is None:
+            last_after = self._proj_last
+        ents = [e for e in ents if e.index > offset_after]
+        if ents:
+            if ents[0].index > last_after + 1:
+                raise Unavailable(
+                    f"missing log entry [last: {last_after}, append at: {ents[0].index}]"
+                )
+            last_after = ents[-1].index
+        fut = self._enqueue_check()
+        self._proj_snap, self._proj_offset, self._proj_last = snap_after, offset_after, last_after
+        self._push(_Save(hard_state, ents, snapshot, fut))
+        self.stats.saves += 1
+        await fut
+
+    async def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record a snapshot of the state machine at ``index`` (file + pointer in SQLite)."""
+        if index <= self._proj_snap.index:
+            raise SnapshotTemporarilyUnavailable(f"snapshot at {index} is out of date")
+        if index > self._m.last_index():
+            raise Unavailable(f"snapshot index {index} > last index {self._m.last_index()}")
+        snap = Snapshot(SnapshotMeta(index, self._m.term(index), conf_state), data)
+        fut = self._enqueue_check()
+        self._proj_snap = snap.meta
+        self._push(_CreateSnapshot(snap, fut))
+        await fut
+        return snap
+
+    async def compact(self, index: int) -> None:
+        """Delete log rows ``<= index``.  ``index`` must not pass the latest snapshot."""
+        if index <= self._proj_offset:
+            raise Compacted(self._proj_offset)
+        if index > self._proj_snap.index:
+            raise Unavailable(
+                f"compact {index} beyond snapshot {self._proj_snap.index}: snapshot first"
+            )
+        term = self._proj_snap.term if index == self._proj_snap.index else self._m.term(index)
+        fut = self._enqueue_check()
+        self._proj_offset = index
+        self._proj_last = max(self._proj_last, index)
+        self._push(_Compact(index, term, fut))
+        await fut
+
+    async def set_meta(self, **items: MetaValue) -> None:
+        """Durably store small key/values (``applied_index`` hint, ...)."""
+        fut = self._enqueue_check()
+        self._push(_SetMeta(dict(items), fut))
+        await fut
+
+    async def save_snapshot_file(self, snap: Snapshot) -> Path:
+        """Write ``snap`` to ``snap/`` atomically (temp, fsync, rename, fsync dir)."""
+        path = await asyncio.to_thread(snapfile.write_file, self.snap_dir, snap)
+        self.stats.snapshots_written += 1
+        return path
+
+    async def read_snapshot_file(self, path: str | os.PathLike[str]) -> Snapshot:
+        """Load and verify one snapshot file (:class:`CorruptionError` if torn or corrupt)."""
+        return await asyncio.to_thread(snapfile.read_file, Path(path))
+
+    async def close(self) -> None:
+        """Wait for queued writes, then stop the writer and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        with contextlib.suppress(BaseException):
+            await self._writer
+        await self._db.close()
+
+    # --- the writer ------------------------------------------------------------------------
+
+    def _enqueue_check(self) -> asyncio.Future[None]:
+        if self._failed is not None:
+            raise StorageError(f"storage failed earlier and must be reopened: {self._failed}")
+        if self._closed:
+            raise StorageError("storage is closed")
+        return asyncio.get_running_loop().create_future()
+
+    def _push(self, op: _Op) -> None:
+        self._pending.append(op)
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                if self._closed:
+                    return
+                continue
+            try:
+                await self._commit(batch)
+            except BaseException as exc:
+                self._poison(batch, exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            self._apply(batch)
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_result(None)
+            await self._prune_snapshots(batch)
+
+    def _poison(self, batch: list[_Op], exc: BaseException) -> None:
+        log.error("storage commit failed; refusing further writes: %r", exc)
+        self._failed = exc
+        err = exc if isinstance(exc, StorageError) else StorageError(f"commit failed: {exc!r}")
+        for op in [*batch, *self._pending]:
+            if not op.future.done():
+                op.future.set_exception(err)
+        self._pending = []
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        # 1. snapshot files first: the row that points at a file must never precede it.
+        for op in batch:
+            if isinstance(op, _CreateSnapshot) or (
+                isinstance(op, _Save) and op.snapshot is not None
+            ):
+                snap = op.snapshot
+                assert snap is not None
+                op.snap_file = (await self.save_snapshot_file(snap)).name
+        # 2. one transaction for the whole batch.
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            snap_index = self._m.snapshot.meta.index
+            i = 0
+            while i < len(batch):
+                op = batch[i]
+                if isinstance(op, _Save):
+                    j = i
+                    while j < len(batch) and isinstance(batch[j], _Save):
+                        j += 1
+                    group = [o for o in batch[i:j] if isinstance(o, _Save)]
+                    snap_index = await self._write_saves(group, snap_index)
+                    i = j
+                    continue
+                if isinstance(op, _CreateSnapshot):
+                    await self._write_snapshot_row(op.snapshot.meta, op.snap_file)
+                    snap_index = op.snapshot.meta.index
+                elif isinstance(op, _Compact):
+                    await db.execute("DELETE FROM entries WHERE idx <= ?", (op.index,))
+                    await db.execute(
+                        "UPDATE raft_state SET log_offset = ?, log_term = ? WHERE id = 0",
+                        (op.index, op.term),
+                    )
+                else:
+                    await db.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        [(k, _pack(v)) for k, v in op.items.items()],
+                    )
+                i += 1
+            failpoints.hit("before_commit")
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        failpoints.hit("after_commit")
+        self.stats.transactions += 1
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+
+    async def _write_saves(self, group: list[_Save], snap_index: int) -> int:
+        """Write consecutive saves as their net effect: one DELETE, one INSERT batch."""
+        db = self._db
+        wipe: _Save | None = None
+        run: list[Entry] = []
+        lo: int | None = None
+        hs: HardState | None = None
+        for s in group:
+            if s.snapshot is not None and s.snapshot.meta.index > snap_index:
+                wipe, run, lo = s, [], None
+                snap_index = s.snapshot.meta.index
+            if s.entries:
+                first = s.entries[0].index
+                if run and first > run[0].index:
+                    del run[first - run[0].index :]
+                    run.extend(s.entries)
+                else:
+                    run = list(s.entries)
+                lo = first if lo is None else min(lo, first)
+            if s.hard_state is not None:
+                hs = s.hard_state
+        if wipe is not None:
+            assert wipe.snapshot is not None
+            meta = wipe.snapshot.meta
+            await db.execute("DELETE FROM entries")
+            await self._write_snapshot_row(meta, wipe.snap_file)
+            await db.execute(
+                "UPDATE raft_state SET log_offset = ?, log_term = ? WHERE id = 0",
+                (meta.index, meta.term),
+            )
+        if lo is not None:
+            await db.execute("DELETE FROM entries WHERE idx >= ?", (lo,))
+        if run:
+            await db.executemany(
+                "INSERT INTO entries (idx, term, type, data, crc) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.index,
+                        e.term,
+                        int(e.type),
+                        e.data,
+                        entry_crc(e.term, e.index, e.type, e.data),
+                    )
+                    for e in run
+                ],
+            )
+            self.stats.entries_written += len(run)
+        if hs is not None:
+            await db.execute(
+                "UPDATE raft_state SET term = ?, vote = ?, commit_idx = ? WHERE id = 0",
+                (hs.term, hs.vote, hs.commit),
+            )
+        return snap_index
+
+    async def _write_snapshot_row(self, meta: SnapshotMeta, file: str) -> None:
+        await self._db.execute(
+            "UPDATE raft_state SET snap_index = ?, snap_term = ?, snap_conf = ?, snap_file = ?"
+            " WHERE id = 0",
+            (meta.index, meta.term, _pack_conf(meta.conf_state), file),
+        )
+
+    def _apply(self, batch: list[_Op]) -> None:
+        """Make a committed batch visible to the core, in queue order."""
+        m = self._m
+        for op in batch:
+            if isinstance(op, _Save):
+                if op.snapshot is not None:
+                    m.apply_snapshot(op.snapshot)
+                m.append(op.entries)
+                if op.hard_state is not None:
+                    m.hard_state = op.hard_state
+            elif isinstance(op, _CreateSnapshot):
+                m.snapshot = op.snapshot
+            elif isinstance(op, _Compact):
+                m.compact(op.index, op.term)
+            else:
+                self._meta.update(op.items)
+
+    async def _prune_snapshots(self, batch: list[_Op]) -> None:
+        if any(isinstance(op, _CreateSnapshot | _Save) and op.snap_file for op in batch):
+            current = snapfile.file_name(self._m.snapshot.meta.index, self._m.snapshot.meta.term)
+            try:
+                await asyncio.to_thread(snapfile.prune, self.snap_dir, self.keep_snapshots, current)
+            except OSError as exc:  # retention is best effort; the data is already safe
+                log.warning("could not prune old snapshots: %r", exc)
+
+
+# --- open helpers ----------------------------------------------------------------------------
+
+
+def _prepare_dirs(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / SNAP_DIR).mkdir(exist_ok=True)
+    for p in (root / SNAP_DIR).iterdir():
+        if p.name.startswith(snapfile.TMP_PREFIX):
+            p.unlink()
+
+
+def _pack_conf(cs: ConfState) -> bytes:
+    return _pack([list(cs.voters), list(cs.learners)])
+
+
+def _unpack_conf(raw: bytes) -> ConfState:
+    try:
+        voters, learners = msgpack.unpackb(raw)
+        return ConfState(tuple(voters), tuple(learners))
+    except Exception as exc:
+        raise CorruptionError(f"raft_state: bad conf state blob: {exc}") from exc
+
+
+async def _load(
+    db: aiosqlite.Connection,
+    root: Path,
+    conf_state: ConfState,
+    cluster_id: int | None,
+    node_id: int | None,
+) -> tuple[_Mirror, dict[str, MetaValue]]:
+    async with db.execute("PRAGMA journal_mode=WAL") as cur:
+        row = await cur.fetchone()
+    if row is None or str(row[0]).lower() != "wal":
+        raise StorageError(f"could not enable WAL journal mode (got {row!r})")
+    await db.execute("PRAGMA synchronous=FULL")
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in filter(str.strip, _SCHEMA.split(";")):
+            await db.execute(stmt)
+        await db.execute(
+            "INSERT OR IGNORE INTO raft_state VALUES (0, 0, 0, 0, 0, 0, 0, 0, ?, '')",
+            (_pack_conf(conf_state),),
+        )
+        meta: dict[str, MetaValue] = {}
+        async with db.execute("SELECT key, value FROM meta") as cur:
+            for k, v in await cur.fetchall():
+                meta[k] = msgpack.unpackb(v, raw=False)
+        version = meta.setdefault("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise StorageError(f"unsupported schema version {version!r}")
+        for key, want in (("cluster_id", cluster_id), ("node_id", node_id)):
+            if want is None:
+                continue
+            have = meta.get(key)
+            if have is not None and have != want:
+                raise StorageError(f"data dir {root} belongs to {key}={have!r}, not {want!r}")
+            meta[key] = want
+        await db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [(k, _pack(v)) for k, v in meta.items()],
+        )
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+    async with db.execute("SELECT * FROM raft_state WHERE id = 0") as cur:
+        state = await cur.fetchone()
+    assert state is not None
+    _, term, vote, commit, log_offset, log_term, s_index, s_term, s_conf, s_file = state
+    async with db.execute("SELECT idx, term, type, data, crc FROM entries ORDER BY idx") as cur:
+        rows = list(await cur.fetchall())
+    ents = await asyncio.to_thread(_verify_rows, rows, log_offset, log_term)
+    cs = _unpack_conf(s_conf)
+    if s_index == 0:
+        snap = Snapshot(SnapshotMeta(0, 0, cs))
+    else:
+        if not s_file:
+            raise CorruptionError(f"raft_state names snapshot {s_index} but no file")
+        snap = await asyncio.to_thread(snapfile.read_file, root / SNAP_DIR / s_file)
+        if (snap.meta.index, snap.meta.term) != (s_index, s_term):
+            raise CorruptionError(
+                f"snapshot file {s_file} holds ({snap.meta.index}, {snap.meta.term}), "
+                f"raft_state expects ({s_index}, {s_term})"
+            )
+    mirror = _Mirror(HardState(term, vote, commit), snap, ents)
+    if log_offset > s_index:
+        raise CorruptionError(f"log compacted to {log_offset} past the snapshot at {s_index}")
+    if commit > mirror.last_index():
+        raise CorruptionError(
+            f"hard state commit {commit} is beyond the last log index {mirror.last_index()}: "
+            "committed entries are missing"
+        )
+    return mirror, meta
+
+
+def _verify_rows(rows: list[Any], offset: int, offset_term: int) -> list[Entry]:
+    """Rebuild the tail from rows, checking CRCs, contiguity and term order."""
+    ents = [Entry(offset_term, offset)]
+    expect = offset + 1
+    prev_term = offset_term
+    for idx, term, etype, data, crc in rows:
+        if idx != expect:
+            what = "before" if idx < expect else "missing"
+            raise CorruptionError(
+                f"log gap: entry {expect} is {what} (found {idx}; offset {offset})"
+            )
+        if not isinstance(data, bytes) or entry_crc(term, idx, etype, data) != crc:
+            raise CorruptionError(f"log entry {idx}: CRC32 mismatch (corrupt row)")
+        if etype not in _ENTRY_TYPES:
+            raise CorruptionError(f"log entry {idx}: unknown entry type {etype!r}")
+        if term < prev_term:
+            raise CorruptionError(f"log entry {idx}: term {term} goes back from {prev_term}")
+        ents.append(Entry(term, idx, _ENTRY_TYPES[etype], data))
+        prev_term = term
+        expect += 1
+    return ents
