@@ -466,6 +466,11 @@ class Raft:
         elif t == MT.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+                # An append in the window may have been lost: let one more go, so a lossy
+                # link cannot stall replication for good (the follower's reject then
+                # sends us back to probing).
+                pr.inflights.free_first_one()
             if pr.state == ProgressState.SNAPSHOT:
                 # The snapshot may have been lost; retry after an election timeout of silence.
                 pr.snapshot_wait += 1

@@ -379,3 +379,18 @@ def test_vote_is_persisted_before_the_vote_response_leaves() -> None:
     assert grants
     if any(m.type == MT.VOTE_RESP for m in grants):
         assert rd.hard_state is not None and rd.hard_state.vote == 1
+
+
+def test_lost_append_with_full_inflight_window_does_not_stall() -> None:
+    # Found by the simulator (seed 2): with a full in-flight window a lost append used to
+    # stall a follower for good; heartbeat responses now free a slot.
+    net = Network(max_inflight=1)
+    net.elect(1)
+    net.propose(1, b"a")
+    net.nodes[1].rn.propose(b"lost")
+    net.deliver(keep=lambda m: not (m.type == MT.APP and m.to == 3))
+    net.nodes[1].rn.propose(b"b")
+    net.deliver(keep=lambda m: not (m.type == MT.APP and m.to == 3))
+    assert net.data(3) == [b"a"]
+    net.tick(3)
+    assert net.data(3) == [b"a", b"lost", b"b"]
