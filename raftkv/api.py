@@ -1,0 +1,378 @@
+"""The etcd v3 request/response surface of raftkv, as immutable values.
+
+Every request and response is a frozen, slotted dataclass; kinds are ``IntEnum``s with etcd's
+numbering.  The codec (:mod:`raftkv.codec`) turns them into plain msgpack types and back; the
+state machine (:mod:`raftkv.fsm`) applies the requests; the client protocol reuses both.
+
+Key ranges follow etcd: ``range_end == b""`` means the single key ``key``;
+``range_end == b"\\0"`` means every key ``>= key``; otherwise the half-open ``[key, range_end)``.
+:func:`prefix_end` gives the ``range_end`` of "every key starting with ``key``".
+
+Besides the client requests there are the internal commands only the leader proposes:
+:class:`LeaseCheckpointRequest` (remaining TTLs, so a new leader does not reset leases to their
+full TTL) and :class:`LeaseExpireRequest` (leases the leader found expired).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+ALL_KEYS = b"\0"
+"""As ``range_end``: every key greater than or equal to ``key``."""
+
+
+def prefix_end(key: bytes) -> bytes:
+    """The ``range_end`` that selects every key starting with ``key`` (etcd's
+    ``GetPrefixRangeEnd``): the last byte below 0xff is incremented and the rest dropped; a key of
+    only 0xff bytes (or empty) has no upper bound, so :data:`ALL_KEYS` is returned."""
+    end = bytearray(key)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return ALL_KEYS
+
+
+# --- kinds ----------------------------------------------------------------------------------
+
+
+class EventType(IntEnum):
+    PUT = 0
+    DELETE = 1
+
+
+class SortOrder(IntEnum):
+    NONE = 0
+    ASCEND = 1
+    DESCEND = 2
+
+
+class SortTarget(IntEnum):
+    KEY = 0
+    VERSION = 1
+    CREATE = 2
+    MOD = 3
+    VALUE = 4
+
+
+class CompareTarget(IntEnum):
+    VERSION = 0
+    CREATE = 1
+    MOD = 2
+    VALUE = 3
+    LEASE = 4
+
+
+class CompareResult(IntEnum):
+    EQUAL = 0
+    GREATER = 1
+    LESS = 2
+    NOT_EQUAL = 3
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One version of a key.  Revisions are main revisions; ``version`` counts the changes of
+    the key since its creation (1 on create, reset by a delete); ``lease`` 0 means none."""
+
+    key: bytes
+    value: bytes = b""
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change produced by a write.  For DELETE, ``kv`` holds the key and the revision of the
+    delete (``mod_revision``), with an empty value and version 0, as etcd reports it."""
+
+    type: EventType
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeader:
+    """``revision`` is the store revision when the response was made.  The state machine
+    fills only ``revision``; the node fills ``cluster_id``, ``member_id`` and ``raft_term``."""
+
+    cluster_id: int = 0
+    member_id: int = 0
+    revision: int = 0
+    raft_term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits enforced when a command is applied (and by the wire codec on decode)."""
+
+    max_txn_ops: int = 128
+    """Max compares, max success ops and max failure ops of one txn level (as etcd)."""
+    max_request_bytes: int = 1536 * 1024
+    """Max encoded size of one command (etcd's default ``--max-request-bytes``)."""
+    max_key_bytes: int = 32 * 1024
+    max_value_bytes: int = 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --- KV requests ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRequest:
+    key: bytes
+    range_end: bytes = b""
+    limit: int = 0
+    revision: int = 0
+    """0 (or negative) means the current revision."""
+    sort_order: SortOrder = SortOrder.NONE
+    sort_target: SortTarget = SortTarget.KEY
+    serializable: bool = False
+    keys_only: bool = False
+    count_only: bool = False
+    min_mod_revision: int = 0
+    max_mod_revision: int = 0
+    min_create_revision: int = 0
+    max_create_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResponse:
+    header: ResponseHeader
+    kvs: tuple[KeyValue, ...] = ()
+    more: bool = False
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    key: bytes
+    value: bytes = b""
+    lease: int = 0
+    prev_kv: bool = False
+    ignore_value: bool = False
+    ignore_lease: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PutResponse:
+    header: ResponseHeader
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeRequest:
+    key: bytes
+    range_end: bytes = b""
+    prev_kv: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeResponse:
+    header: ResponseHeader
+    deleted: int = 0
+    prev_kvs: tuple[KeyValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """``target(key..range_end) <result> value``.  ``value`` is bytes for VALUE and an int for
+    VERSION, CREATE, MOD and LEASE.  Over a range, every key must satisfy it; a missing key
+    compares as version/create/mod/lease 0, and a VALUE compare on a missing key is false."""
+
+    key: bytes
+    target: CompareTarget
+    result: CompareResult
+    value: bytes | int
+    range_end: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRequest:
+    compare: tuple[Compare, ...] = ()
+    success: tuple[RequestOp, ...] = ()
+    failure: tuple[RequestOp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResponse:
+    header: ResponseHeader
+    succeeded: bool = False
+    responses: tuple[ResponseOp, ...] = ()
+
+
+RequestOp = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest
+"""One operation of a txn branch (etcd's ``RequestOp`` one-of)."""
+ResponseOp = RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionRequest:
+    """Drop history below ``revision`` (see :meth:`raftkv.mvcc.KVStore.compact`)."""
+
+    revision: int
+    physical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResponse:
+    header: ResponseHeader
+
+
+# --- leases ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantRequest:
+    """``id`` 0 lets the state machine pick one.  TTLs are whole seconds, as in etcd."""
+
+    ttl: int
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantResponse:
+    header: ResponseHeader
+    id: int = 0
+    ttl: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeRequest:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLiveRequest:
+    id: int
+    keys: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLiveResponse:
+    """``ttl`` is the remaining TTL in whole seconds (-1 if the lease does not exist)."""
+
+    header: ResponseHeader
+    id: int = 0
+    ttl: int = -1
+    granted_ttl: int = 0
+    keys: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLeasesRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLeasesResponse:
+    header: ResponseHeader
+    leases: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveRequest:
+    """Served by the leader without a log entry (see docs/api.md, "Leases")."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveResponse:
+    header: ResponseHeader
+    id: int = 0
+    ttl: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCheckpoint:
+    """The remaining TTL (seconds) of one lease, as measured by the leader."""
+
+    id: int
+    remaining_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCheckpointRequest:
+    """Internal command: the leader persists remaining TTLs through the log."""
+
+    checkpoints: tuple[LeaseCheckpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCheckpointResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpireRequest:
+    """Internal command: the leader found these leases expired; revoke each of them."""
+
+    ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpireResponse:
+    """``revoked`` lists the ids that still existed and were revoked (one revision each)."""
+
+    header: ResponseHeader
+    revoked: tuple[int, ...] = ()
+
+
+Request = (
+    RangeRequest
+    | PutRequest
+    | DeleteRangeRequest
+    | TxnRequest
+    | CompactionRequest
+    | LeaseGrantRequest
+    | LeaseRevokeRequest
+    | LeaseTimeToLiveRequest
+    | LeaseLeasesRequest
+    | LeaseKeepAliveRequest
+    | LeaseCheckpointRequest
+    | LeaseExpireRequest
+)
+"""Anything a :class:`Command` may carry."""
+
+Response = (
+    RangeResponse
+    | PutResponse
+    | DeleteRangeResponse
+    | TxnResponse
+    | CompactionResponse
+    | LeaseGrantResponse
+    | LeaseRevokeResponse
+    | LeaseTimeToLiveResponse
+    | LeaseLeasesResponse
+    | LeaseKeepAliveResponse
+    | LeaseCheckpointResponse
+    | LeaseExpireResponse
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """The envelope the leader proposes.  ``(client_id, seq)`` identifies a client write for
+    exactly-once application (``client_id`` 0: no deduplication, used for internal commands);
+    ``now`` is the leader's clock in seconds when it proposed the command — the only time the
+    state machine ever sees."""
+
+    request: Request
+    client_id: int = 0
+    seq: int = 0
+    now: float = 0.0
