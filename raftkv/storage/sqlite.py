@@ -437,13 +437,14 @@ class SQLiteStorage:
 
     async def _commit(self, batch: list[_Op]) -> None:
         # 1. snapshot files first: the row that points at a file must never precede it.
+        # A follower's snapshot older than the one we hold is ignored (as in MemoryStorage).
+        newest = self._m.snapshot.meta.index
         for op in batch:
-            if isinstance(op, _CreateSnapshot) or (
-                isinstance(op, _Save) and op.snapshot is not None
-            ):
-                snap = op.snapshot
-                assert snap is not None
+            snap = op.snapshot if isinstance(op, _CreateSnapshot | _Save) else None
+            if snap is not None and snap.meta.index > newest:
+                assert not isinstance(op, _Compact | _SetMeta)
                 op.snap_file = (await self.save_snapshot_file(snap)).name
+                newest = snap.meta.index
         # 2. one transaction for the whole batch.
         db = self._db
         await db.execute("BEGIN IMMEDIATE")

@@ -172,6 +172,10 @@ async def test_follower_restore_from_snapshot_replaces_log(tmp_path: Path) -> No
     await st.save(HardState(3, 0, 20), [], snap)
     await st.save(None, ents(21, 22, term=3))
     assert st.first_index() == 21 and st.last_index() == 22
+    stale = Snapshot(SnapshotMeta(10, 2, ConfState((1,))), b"old")
+    await st.save(None, [], stale)  # older than ours: ignored, no file written
+    assert st.snapshot() == snap and st.last_index() == 22
+    assert len(list((tmp_path / SNAP_DIR).glob("*.snap"))) == 1
     await st.close()
     st = await SQLiteStorage.open(tmp_path)
     assert st.snapshot() == snap
