@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from raftkv.raft.config import MUTATIONS
 from jepsen_like.sim.cluster import RunResult, run
+from raftkv.raft.config import MUTATIONS
 
 
 def run_seeds(
@@ -35,18 +35,37 @@ def run_seeds(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--seeds", "n_seeds", type=int, default=100, show_default=True,
-              help="How many seeds to run (seeds 0..N-1, or from --first).")
+@click.option(
+    "--seeds",
+    "n_seeds",
+    type=int,
+    default=100,
+    show_default=True,
+    help="How many seeds to run (seeds 0..N-1, or from --first).",
+)
 @click.option("--first", type=int, default=0, show_default=True, help="First seed.")
 @click.option("--steps", type=int, default=300, show_default=True, help="Steps (ticks) per seed.")
-@click.option("--nodes", type=click.IntRange(1, 9), default=None,
-              help="Cluster size; default rotates 3/5/7 by seed.")
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 9),
+    default=None,
+    help="Cluster size; default rotates 3/5/7 by seed.",
+)
 @click.option("--seed", "one_seed", type=int, default=None, help="Replay this one seed.")
-@click.option("--mutation", default=None,
-              help="Enable a test-only bug in every node; 'list' prints the names.")
+@click.option(
+    "--mutation",
+    default=None,
+    help="Enable a test-only bug in every node; 'list' prints the names.",
+)
 @click.option("--stop/--no-stop", default=False, help="Stop at the first violation.")
-@click.option("--trace", "trace_len", type=int, default=30, show_default=True,
-              help="Events of the failing run to print.")
+@click.option(
+    "--trace",
+    "trace_len",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Events of the failing run to print.",
+)
 def main(
     n_seeds: int,
     first: int,
@@ -71,9 +90,11 @@ def main(
         res = failed[0]
         click.echo(f"first failing seed: {res.seed} (nodes={res.nodes}, steps={res.steps})")
         click.echo(f"violation: {res.violation}")
-        click.echo(f"replay: python -m jepsen_like.sim --seed {res.seed} --steps {res.steps}"
-                   + (f" --nodes {nodes}" if nodes else "")
-                   + (f" --mutation {mutation}" if mutation else ""))
+        click.echo(
+            f"replay: python -m jepsen_like.sim --seed {res.seed} --steps {res.steps}"
+            + (f" --nodes {nodes}" if nodes else "")
+            + (f" --mutation {mutation}" if mutation else "")
+        )
         for line in res.trace(trace_len):
             click.echo("  " + line)
         sys.exit(1)

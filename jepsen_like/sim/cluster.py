@@ -24,6 +24,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from jepsen_like.sim import network as net
+from jepsen_like.sim.faults import Fault, FaultKind, Schedule, Shape, Target, make_schedule
+from jepsen_like.sim.invariants import Checker, LogView, Violation
 from raftkv.errors import RaftError
 from raftkv.raft.config import Config
 from raftkv.raft.rawnode import RawNode
@@ -35,19 +38,16 @@ from raftkv.raft.types import (
     Entry,
     EntryType,
     HardState,
-    Message,
     MessageType,
     Ready,
     Snapshot,
     SnapshotMeta,
     StateRole,
 )
-from jepsen_like.sim import network as net
-from jepsen_like.sim.faults import Fault, FaultKind, Schedule, Shape, Target, make_schedule
-from jepsen_like.sim.invariants import Checker, LogView, Violation
 
 ELECTION_TICK = 10
 BASE_NET = net.NetConfig(drop=0.01, duplicate=0.01, min_delay=1, max_delay=3)
+LOCKSTEP_NET = net.NetConfig(drop=0.0, duplicate=0.0, min_delay=1, max_delay=1)
 HEALED_NET = net.NetConfig(drop=0.0, duplicate=0.0, min_delay=1, max_delay=2)
 _APP_STATE = struct.Struct(">Q16s")
 
@@ -126,6 +126,21 @@ class RunResult:
         return list(self.events[-last:])
 
 
+_ON_READY = "its next ready"
+_ON_ELECT = "on election"
+_ON_COMMIT = "on commit"
+
+
+@dataclass(frozen=True, slots=True)
+class _Trigger:
+    """An armed crash: the next matching Ready (until step ``until``) crashes its node."""
+
+    kind: str
+    until: int
+    tag: int = 0
+    node: int = 0
+
+
 class CoreCrashed(Exception):
     """The core raised something other than a typed RaftError: a bug, reported as such."""
 
@@ -142,9 +157,17 @@ class Cluster:
         net_config: net.NetConfig = BASE_NET,
         max_extra_nodes: int = 2,
         bootstrap_snapshot: bool = True,
+        max_size_per_msg: int | None = None,
+        max_inflight: int | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        # Flow control drawn per run: small appends let a follower ack an old-term entry
+        # without the new leader's first entry (the Figure 8 window).
+        size = self.rng.choice((1, 100, 1 << 20))
+        inflight = self.rng.choice((1, 4, 256))
+        self.max_size_per_msg = size if max_size_per_msg is None else max_size_per_msg
+        self.max_inflight = inflight if max_inflight is None else max_inflight
         self.net = net.Network(random.Random(self.rng.getrandbits(64)), net_config)
         self.base_net = net_config
         self.mutations = mutations
@@ -157,6 +180,7 @@ class Cluster:
         self.voted_last_step: list[int] = []
         self._voted_now: list[int] = []
         self.removed: set[int] = set()
+        self.triggers: list[_Trigger] = []
         self.max_nodes = n + max_extra_nodes
         self._next_id = n + 1
         self._prop = 0
@@ -183,6 +207,8 @@ class Cluster:
             election_tick=self.election_tick,
             heartbeat_tick=1,
             applied=snap.meta.index,
+            max_size_per_msg=self.max_size_per_msg,
+            max_inflight_msgs=self.max_inflight,
             check_quorum=True,
             pre_vote=True,
             rng=random.Random(self.rng.getrandbits(64)),
@@ -274,11 +300,15 @@ class Cluster:
                 storage.append(rd.entries)
                 checker.on_persist_entries(node.id, rd.entries, storage)
             hs = rd.hard_state
+            advanced = False
             if hs is not None:
                 storage.set_hard_state(hs)
                 if hs.commit > node.commit:
                     checker.on_commit(node.id, node.commit, hs.commit, hs.term, storage)
                     node.commit = hs.commit
+                    advanced = True
+            if self.triggers and self._trigger(node, rd, advanced):
+                return  # crashed after persisting, before sending anything
             # 2. send
             if rd.messages:
                 phs = storage.hard_state
@@ -308,6 +338,27 @@ class Cluster:
                 reports, node.reports = node.reports, []
                 for peer, ok in reports:
                     self._call(node, rn.report_snapshot, peer, ok)
+
+    def _trigger(self, node: SimNode, rd: Ready, advanced: bool) -> bool:
+        """Fire the first armed crash trigger this Ready matches; True if the node crashed."""
+        leading = node.rn is not None and node.rn.raft.state == StateRole.LEADER
+        elected = leading and rd.soft_state is not None and rd.soft_state.role == StateRole.LEADER
+        for i, t in enumerate(self.triggers):
+            if t.until < self.now:
+                continue
+            if (
+                (t.kind == _ON_READY and t.node == node.id)
+                or (t.kind == _ON_ELECT and elected)
+                or (t.kind == _ON_COMMIT and leading and advanced)
+            ):
+                del self.triggers[i]
+                if t.tag:
+                    self.tags[t.tag] = node.id
+                node.rn = None
+                node.app = None
+                self.log(f"crash n{node.id} between persist and send ({t.kind})")
+                return True
+        return False
 
     def _apply(self, node: SimNode, app: App, e: Entry) -> None:
         if e.index != app.applied + 1:
@@ -369,6 +420,13 @@ class Cluster:
             for n in self.nodes.values():
                 n.clock = 1
             self.log("clocks reset")
+        elif k in (FaultKind.CRASH_NEXT_LEADER, FaultKind.CRASH_ON_COMMIT):
+            kind = _ON_ELECT if k == FaultKind.CRASH_NEXT_LEADER else _ON_COMMIT
+            self.triggers.append(_Trigger(kind, self.now + f.arg, f.tag))
+            self.log(f"armed: crash the next leader {kind} within {f.arg} steps")
+        elif k == FaultKind.LOSSY and f.arg == 0:
+            self.net.config = LOCKSTEP_NET
+            self.log("network lockstep")
         elif k == FaultKind.LOSSY:
             self.net.config = net.NetConfig(f.arg / 1000, 0.05, 1, 6)
             self.log(f"network lossy drop={f.arg / 1000:.2f}")
@@ -377,7 +435,12 @@ class Cluster:
         elif k == FaultKind.PARTITION:
             self._partition(f.shape, node, ids)
         elif k == FaultKind.CRASH:
-            if node.rn is not None:
+            if node.rn is None:
+                return
+            if f.arg:  # crash after persisting its next Ready, before sending it
+                self.triggers.append(_Trigger(_ON_READY, self.now + f.arg, 0, node.id))
+                self.log(f"armed: crash n{node.id} in its next ready")
+            else:
                 node.rn = None
                 node.app = None
                 self.log(f"crash n{node.id}")
@@ -463,7 +526,11 @@ class Cluster:
                 self.log(f"new node n{nid}")
             else:
                 return
-            t = ConfChangeType.ADD_LEARNER if k == FaultKind.ADD_LEARNER else ConfChangeType.ADD_VOTER
+            t = (
+                ConfChangeType.ADD_LEARNER
+                if k == FaultKind.ADD_LEARNER
+                else ConfChangeType.ADD_VOTER
+            )
             cc = ConfChange(t, nid)
         elif k == FaultKind.PROMOTE:
             if conf.learners:
@@ -491,6 +558,7 @@ class Cluster:
         """Stop every fault: heal the network, restart crashed nodes, reset clocks."""
         self.net.heal()
         self.net.config = HEALED_NET
+        self.triggers = []
         for n in list(self.nodes.values()):
             if n.rn is None:
                 self._boot(n.id, n.storage)
@@ -514,7 +582,9 @@ class Cluster:
                 proposed.add(key)
             voters = lead.app.conf_state.voters
             if all(
-                (n := self.nodes.get(v)) is not None and n.app is not None and marker in n.app.markers
+                (n := self.nodes.get(v)) is not None
+                and n.app is not None
+                and marker in n.app.markers
                 for v in voters
             ):
                 self.log(f"liveness ok: leader n{lead.id}, marker applied on voters {voters}")
@@ -583,6 +653,4 @@ def run(
         "reads": checker.reads_served,
         "terms": len(checker.leader_of_term),
     }
-    return RunResult(
-        seed, n, steps, violation, tuple(cluster.events), cluster.digest(), stats
-    )
+    return RunResult(seed, n, steps, violation, tuple(cluster.events), cluster.digest(), stats)

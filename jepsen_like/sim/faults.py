@@ -31,11 +31,12 @@ from enum import IntEnum
 class FaultKind(IntEnum):
     PARTITION = 0
     HEAL = 1
-    CRASH = 2
+    CRASH = 2  # arg > 0: crash between persisting its next Ready and sending it
     RESTART = 3
     CLOCK = 4  # arg: tick once every ``arg`` steps; 0 freezes the clock
     CLOCK_RESET = 5
-    LOSSY = 6  # arg: drop probability in per mille (delays grow too)
+    LOSSY = 6  # arg: drop probability in per mille (delays grow too); 0: lockstep network
+    # (no loss, every message takes exactly one tick)
     CALM = 7
     ADD_LEARNER = 8
     ADD_VOTER = 9
@@ -45,6 +46,9 @@ class FaultKind(IntEnum):
     PROPOSE = 13  # arg: number of proposals
     READ_INDEX = 14
     SNAPSHOT = 15  # arg: entries to keep behind the snapshot when compacting
+    CRASH_NEXT_LEADER = 16  # arm: crash the next node to win an election, between persisting
+    # its first Ready as leader and sending it; arg: steps the trigger stays armed
+    CRASH_ON_COMMIT = 17  # arm: crash the next leader whose commit index advances, likewise
 
 
 class Target(IntEnum):
@@ -101,6 +105,7 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "crash_voter": 4,
     "stale_read": 4,
     "churn": 4,
+    "figure8": 3,
     "lag_swap": 4,
     "membership": 4,
     "transfer": 3,
@@ -134,6 +139,10 @@ class _Builder:
             self.faults.append(Fault(step, kind, target, shape, arg, tag))
 
 
+_EXCLUSIVE = {"stale_read": 55, "churn": 90, "lag_swap": 75, "figure8": 170}
+"""Scenarios that need the cluster to themselves, and how many steps they take."""
+
+
 def _scenario(b: _Builder, name: str, s: int) -> None:
     r = b.rng
     F, T = FaultKind, Target
@@ -161,6 +170,23 @@ def _scenario(b: _Builder, name: str, s: int) -> None:
             b.add(s + r.randint(20, 45), F.READ_INDEX, target=T.TAGGED, tag=t)
         b.add(s + 50, F.HEAL)
         b.add(s + 50, F.CLOCK_RESET)
+    elif name == "figure8":
+        # Raft paper Figure 8: entries of three terms at one index, each on one node, then a
+        # leader that re-replicates an old-term entry and crashes the moment it commits.
+        a, c = b.tag(), b.tag()
+        b.add(s, F.LOSSY, arg=0)  # lockstep: followers' acks arrive together
+        b.add(s, F.PROPOSE, target=T.LEADER, arg=1, tag=a)
+        b.add(s, F.CRASH, target=T.TAGGED, tag=a, arg=1)
+        elected = [b.tag() for _ in range(3)]  # enough for 7 nodes; spare triggers expire
+        for t in elected:
+            b.add(s + 1, F.CRASH_NEXT_LEADER, arg=70, tag=t)
+        r1 = s + r.randint(70, 80)
+        b.add(r1, F.RESTART, target=T.TAGGED, tag=a)
+        b.add(r1, F.CRASH_ON_COMMIT, arg=55, tag=c)
+        for t in elected:  # the leaders that never sent a thing come back first
+            b.add(r1 + 58, F.RESTART, target=T.TAGGED, tag=t)
+        b.add(r1 + 85, F.RESTART, target=T.TAGGED, tag=c)
+        b.add(r1 + 85, F.CALM)
     elif name == "churn":
         at = s
         for _ in range(r.randint(2, 4)):
@@ -212,12 +238,18 @@ def make_schedule(
         total += weights[n]
         cum.append(total)
     b = _Builder(rng, steps)
+    busy_until = 0
     for s in range(warmup, steps):
         if rng.random() < rate:
             x = rng.random() * total
             k = 0
             while cum[k] <= x:
                 k += 1
-            _scenario(b, names[k], s)
+            name = names[k]
+            if name in _EXCLUSIVE:
+                if s < busy_until:
+                    continue
+                busy_until = s + _EXCLUSIVE[name]
+            _scenario(b, name, s)
     b.faults.sort(key=lambda f: f.step)
     return tuple(b.faults)

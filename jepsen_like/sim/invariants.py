@@ -131,8 +131,10 @@ class Checker:
                 "persistence",
                 f"node {node} sent {m.type.name} term {m.term} > persisted term {hs.term}",
             )
-        if m.type == MessageType.VOTE_RESP and not m.reject and (
-            hs.vote != m.to or hs.term != m.term
+        if (
+            m.type == MessageType.VOTE_RESP
+            and not m.reject
+            and (hs.vote != m.to or hs.term != m.term)
         ):
             self.fail(
                 "persistence",
