@@ -1,0 +1,851 @@
+"""The asyncio node driver: ticks, the Ready loop, proposals, linearizable reads, membership.
+
+A :class:`Node` owns one Raft core (:class:`~raftkv.raft.RawNode`), its durable storage
+(:class:`~raftkv.storage.sqlite.SQLiteStorage`), a peer transport and the replicated state
+machine (:class:`~raftkv.fsm.KVStateMachine`).  One task runs the Ready loop:
+
+1. persist the Ready's hard state, entries and snapshot (one SQLite transaction, fsynced);
+2. only then hand its messages to the transport;
+3. apply the snapshot and the committed entries to the state machine, in order, exactly once,
+   and resolve the proposals and reads waiting on them;
+4. ``advance``.
+
+Log entries carry a one-byte envelope: ``K`` + a state-machine command
+(:func:`raftkv.codec.encode_command`), or ``M`` + member attributes (a member publishing its
+client address).  Node-level snapshots hold the state machine and the member table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+
+from raftkv import codec
+from raftkv.api import Command, Request
+from raftkv.errors import (
+    ConfChangeRefused,
+    CorruptionError,
+    MemberExists,
+    MemberNotFound,
+    NoLeader,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+    StorageError,
+    Timeout,
+)
+from raftkv.fsm import ApplyResult, KVStateMachine
+from raftkv.raft import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    RawNode,
+    Ready,
+    StateRole,
+)
+from raftkv.storage.sqlite import SQLiteStorage
+
+log = logging.getLogger("raftkv.node")
+
+ENTRY_KV = b"K"
+ENTRY_MEMBER = b"M"
+NODE_SNAPSHOT_VERSION = 1
+
+
+@dataclass(slots=True)
+class Member:
+    id: int
+    name: str
+    peer_addr: str
+    client_addr: str = ""
+    is_learner: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "peer_addr": self.peer_addr,
+            "client_addr": self.client_addr,
+            "is_learner": self.is_learner,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Member:
+        return cls(
+            id=int(d["id"]),
+            name=str(d["name"]),
+            peer_addr=str(d["peer_addr"]),
+            client_addr=str(d.get("client_addr", "")),
+            is_learner=bool(d.get("is_learner", False)),
+        )
+
+
+class Transport(Protocol):
+    """What the node needs from a peer transport (TCP in production, in-memory in tests)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def send(self, messages: list[Message]) -> None: ...
+
+    def add_peer(self, node_id: int, addr: str) -> None: ...
+
+    def remove_peer(self, node_id: int) -> None: ...
+
+
+TransportFactory = Callable[
+    [int, int, str, dict[int, str], Callable[[Message], None], Callable[[int], None]], Transport
+]
+"""(node_id, cluster_id, listen_addr, peers, on_message, on_unreachable) -> Transport."""
+
+
+def tcp_transport_factory(
+    node_id: int,
+    cluster_id: int,
+    listen_addr: str,
+    peers: dict[int, str],
+    on_message: Callable[[Message], None],
+    on_unreachable: Callable[[int], None],
+) -> Transport:
+    """The production transport: asyncio TCP with msgpack frames (raftkv.transport)."""
+    return _TcpTransport(node_id, cluster_id, listen_addr, peers, on_message, on_unreachable)
+
+
+class _TcpTransport:
+    def __init__(
+        self,
+        node_id: int,
+        cluster_id: int,
+        listen_addr: str,
+        peers: dict[int, str],
+        on_message: Callable[[Message], None],
+        on_unreachable: Callable[[int], None],
+    ) -> None:
+        from raftkv.protocol import split_addr
+        from raftkv.transport.peer import PeerTransport
+
+        self._split = split_addr
+        self.inner = PeerTransport(
+            node_id,
+            cluster_id,
+            split_addr(listen_addr),
+            {i: split_addr(a) for i, a in peers.items()},
+            on_message,
+            report_unreachable=on_unreachable,
+        )
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    def send(self, messages: list[Message]) -> None:
+        self.inner.send(messages)
+
+    def add_peer(self, node_id: int, addr: str) -> None:
+        self.inner.add_peer(node_id, self._split(addr))
+
+    def remove_peer(self, node_id: int) -> None:
+        self.inner.remove_peer(node_id)
+
+    def peer_ids(self) -> list[int]:
+        return list(self.inner.peers)
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    name: str
+    data_dir: Path
+    client_addr: str
+    peer_addr: str
+    initial_cluster: dict[str, str]
+    """name -> peer address of the initial members (for ``existing``: the current ones)."""
+    initial_cluster_state: str = "new"
+    cluster_token: str = "raftkv"
+    cluster_id: int | None = None
+    """Required when joining an existing cluster (``member add`` prints it); a new cluster
+    derives it from ``initial_cluster`` and the token."""
+    tick_interval: float = 0.1
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    snapshot_count: int = 10_000
+    """Applied entries between two snapshots (then the log is compacted)."""
+    snapshot_catchup_entries: int = 5_000
+    """Entries kept in the log after a snapshot so slow followers avoid a snapshot."""
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_pending_proposals: int = 10_000
+    request_timeout: float = 5.0
+    fsm_factory: Callable[[], KVStateMachine] = KVStateMachine
+    mutations: frozenset[str] = frozenset()
+    rng_seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    term: int
+    future: asyncio.Future[ApplyResult]
+
+
+class Node:
+    """A raftkv member.  Create with :meth:`start`, stop with :meth:`stop`."""
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        storage: SQLiteStorage,
+        fsm: KVStateMachine,
+        members: dict[int, Member],
+        cluster_id: int,
+        node_id: int,
+    ) -> None:
+        self.cfg = cfg
+        self.id = node_id
+        self.cluster_id = cluster_id
+        self.storage = storage
+        self.fsm = fsm
+        self.members = members
+        self.transport: Transport | None = None
+        snap = storage.snapshot()
+        self.rn = RawNode(
+            Config(
+                id=node_id,
+                storage=storage,
+                election_tick=cfg.election_tick,
+                heartbeat_tick=cfg.heartbeat_tick,
+                applied=snap.meta.index,
+                max_size_per_msg=cfg.max_size_per_msg,
+                max_inflight_msgs=cfg.max_inflight_msgs,
+                check_quorum=True,
+                pre_vote=True,
+                rng=random.Random(cfg.rng_seed if cfg.rng_seed is not None else os.urandom(8)),
+                mutations=cfg.mutations,
+            )
+        )
+        self.applied_index = snap.meta.index
+        self.snapshot_index = snap.meta.index
+        self.conf_state = snap.meta.conf_state
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[int, _Pending] = {}
+        self._read_ctx = itertools.count(1)
+        self._read_waiters: dict[bytes, asyncio.Future[int]] = {}
+        self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._leader_waiters: list[asyncio.Future[None]] = []
+        self.fatal: BaseException | None = None
+        self.started_at = time.monotonic()
+        self.leader_changes = 0
+        self._attrs_applied = False
+        self.listeners: list[Callable[[ApplyResult], None]] = []
+        """Called for every applied KV entry (the watch hub subscribes here)."""
+        self.stats: dict[str, float] = {
+            "proposals": 0,
+            "proposals_failed": 0,
+            "applied": 0,
+            "fsync_seconds": 0.0,
+            "fsync_count": 0,
+            "apply_seconds": 0.0,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, cfg: NodeConfig, transport_factory: TransportFactory) -> Node:
+        from raftkv.protocol import cluster_id as make_cluster_id
+        from raftkv.protocol import member_id
+
+        if cfg.name not in cfg.initial_cluster:
+            raise ValueError(f"--initial-cluster must include this member ({cfg.name})")
+        if cfg.cluster_id is not None:
+            cid = cfg.cluster_id
+        elif cfg.initial_cluster_state == "new":
+            cid = make_cluster_id(cfg.initial_cluster, cfg.cluster_token)
+        else:
+            raise ValueError("joining an existing cluster needs its cluster id (--cluster-id)")
+        nid = member_id(cfg.name, cfg.cluster_token)
+        ids = {member_id(n, cfg.cluster_token): n for n in cfg.initial_cluster}
+        bootstrap = (
+            ConfState(voters=tuple(sorted(ids)))
+            if cfg.initial_cluster_state == "new"
+            else ConfState()
+        )
+        storage = await SQLiteStorage.open(
+            cfg.data_dir, conf_state=bootstrap, cluster_id=cid, node_id=nid
+        )
+        try:
+            fsm = cfg.fsm_factory()
+            members = {
+                i: Member(i, n, cfg.initial_cluster[n], cfg.client_addr if i == nid else "")
+                for i, n in ids.items()
+            }
+            snap = storage.snapshot()
+            if not snap.is_empty():
+                members = _restore_node_snapshot(fsm, snap.data) or members
+            node = cls(cfg, storage, fsm, members, cid, nid)
+            me = members.get(nid)
+            node._attrs_applied = me is not None and me.client_addr == cfg.client_addr
+            node.conf_state = snap.meta.conf_state if not snap.is_empty() else bootstrap
+            node.transport = transport_factory(
+                nid,
+                cid,
+                cfg.peer_addr,
+                {i: m.peer_addr for i, m in members.items() if i != nid},
+                node._on_message,
+                node._on_unreachable,
+            )
+            await node.transport.start()
+        except BaseException:
+            await storage.close()
+            raise
+        node._tasks = [
+            asyncio.create_task(node._ready_loop(), name=f"raftkv-ready-{cfg.name}"),
+            asyncio.create_task(node._tick_loop(), name=f"raftkv-tick-{cfg.name}"),
+            asyncio.create_task(node._publish_loop(), name=f"raftkv-publish-{cfg.name}"),
+        ]
+        log.info(
+            "node started",
+            extra={
+                "node": cfg.name,
+                "id": f"{nid:x}",
+                "cluster": f"{cid:x}",
+                "applied": node.applied_index,
+            },
+        )
+        return node
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._fail_all(ProposalDropped("node is shutting down"))
+        if self.transport is not None:
+            await self.transport.stop()
+        await self.storage.close()
+
+    def _fail_all(self, err: Exception) -> None:
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(err)
+        self._pending.clear()
+        for fut in self._read_waiters.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._read_waiters.clear()
+        for _, fut2 in self._apply_waiters:
+            if not fut2.done():
+                fut2.set_exception(err)
+        self._apply_waiters.clear()
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def _on_message(self, m: Message) -> None:
+        if self._stopping:
+            return
+        if m.type == MessageType.PROP:
+            # A member forwarding its attributes (see _publish_loop): propose them if we lead.
+            if self.is_leader:
+                with contextlib.suppress(RaftError):
+                    self.rn.propose_batch(
+                        [e.data for e in m.entries if e.data.startswith(ENTRY_MEMBER)]
+                    )
+                    self._wake.set()
+            return
+        try:
+            self.rn.step(m)
+        except (RaftError, ValueError) as e:
+            log.debug("dropped message", extra={"reason": str(e)})
+        self._wake.set()
+
+    def _on_unreachable(self, node_id: int) -> None:
+        if not self._stopping and node_id in self.rn.raft.prs.progress:
+            self.rn.report_unreachable(node_id)
+            self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        interval = self.cfg.tick_interval
+        next_at = time.monotonic()
+        while not self._stopping:
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = time.monotonic()  # we fell behind (e.g. SIGSTOP): do not burst
+            self.rn.tick()
+            self._wake.set()
+
+    # --- the Ready loop --------------------------------------------------------------------
+
+    async def _ready_loop(self) -> None:
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.rn.has_ready() and not self._stopping:
+                    await self._handle_ready(self.rn.ready())
+        except asyncio.CancelledError:
+            raise
+        except (StorageError, CorruptionError) as e:
+            # We cannot trust the disk: stop participating rather than serve wrong data.
+            self.fatal = e
+            log.critical("storage failure, node stops serving: %s", e)
+            self._fail_all(StorageError(str(e)))
+        except Exception as e:  # a bug: make it loud and stop
+            self.fatal = e
+            log.exception("ready loop crashed")
+            self._fail_all(StorageError(f"node failed: {e}"))
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        # 1. persist (one transaction, fsynced; queued saves share one fsync)
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            t0 = time.perf_counter()
+            await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            self.stats["fsync_seconds"] += time.perf_counter() - t0
+            self.stats["fsync_count"] += 1
+        # 2. send, only now that what the messages promise is durable
+        if rd.messages and self.transport is not None:
+            self.transport.send(list(rd.messages))
+        # 3. apply
+        t1 = time.perf_counter()
+        if rd.snapshot is not None:
+            self._apply_snapshot(rd.snapshot.data, rd.snapshot.meta.index)
+            self.conf_state = rd.snapshot.meta.conf_state
+        for e in rd.committed_entries:
+            self._apply_entry(e)
+        self.stats["apply_seconds"] += time.perf_counter() - t1
+        for rs in rd.read_states:
+            fut = self._read_waiters.pop(rs.request_ctx, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader_id, rd.soft_state.role)
+        # 4. advance
+        self.rn.advance(rd)
+        self._release_apply_waiters()
+        if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count:
+            await self._take_snapshot()
+
+    def _on_soft_state(self, leader: int, role: StateRole) -> None:
+        self.leader_changes += 1
+        if leader != NONE:
+            waiters, self._leader_waiters = self._leader_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        if role != StateRole.LEADER:
+            # Reads waiting on a read index we asked for as leader will never be answered.
+            for ctx, fut in list(self._read_waiters.items()):
+                if not fut.done():
+                    fut.set_exception(NotLeader(leader, self.client_addr_of(leader)))
+                del self._read_waiters[ctx]
+
+    def _apply_snapshot(self, data: bytes, index: int) -> None:
+        members = _restore_node_snapshot(self.fsm, data)
+        if members:
+            self.members = members
+            me = members.get(self.id)
+            self._attrs_applied = me is not None and me.client_addr == self.cfg.client_addr
+            self._sync_transport_peers()
+        self.applied_index = index
+        self.snapshot_index = index
+        # Proposals at or below the snapshot can no longer be matched to their entries.
+        for idx in [i for i in self._pending if i <= index]:
+            p = self._pending.pop(idx)
+            if not p.future.done():
+                p.future.set_exception(ProposalDropped("superseded by a snapshot; retry"))
+
+    def _apply_entry(self, e: Entry) -> None:
+        if e.index <= self.applied_index:
+            return
+        result: ApplyResult | None = None
+        if e.type == EntryType.NORMAL and e.data.startswith(ENTRY_KV):
+            result = self.fsm.apply(e.index, e.data[1:])
+            self.stats["applied"] += 1
+            for listener in self.listeners:
+                listener(result)
+        else:
+            # Every index passes through the state machine, so its applied index (and its
+            # snapshots) stay contiguous with the log.
+            self.fsm.apply(e.index, b"")
+            if e.type == EntryType.CONF_CHANGE:
+                self._apply_conf_change(ConfChange.decode(e.data))
+            elif e.data.startswith(ENTRY_MEMBER):
+                self._apply_member_attrs(e.data[1:])
+        self.applied_index = e.index
+        p = self._pending.pop(e.index, None)
+        if p is not None and not p.future.done():
+            if p.term == e.term and result is not None:
+                p.future.set_result(result)
+            elif p.term == e.term:
+                p.future.set_result(ApplyResult(index=e.index, revision=self.fsm.revision))
+            else:
+                self.stats["proposals_failed"] += 1
+                p.future.set_exception(
+                    ProposalDropped("the entry was replaced by a new leader; retry")
+                )
+
+    def _apply_conf_change(self, cc: ConfChange) -> None:
+        self.conf_state = self.rn.apply_conf_change(cc)
+        info: dict[str, Any] = {}
+        if cc.context:
+            with contextlib.suppress(Exception):
+                info = msgpack.unpackb(cc.context)
+        nid = cc.node_id
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            self.members.pop(nid, None)
+        elif cc.type in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER):
+            m = self.members.get(nid)
+            if m is None:
+                m = Member(
+                    nid,
+                    str(info.get("name", f"{nid:x}")),
+                    str(info.get("peer_addr", "")),
+                    str(info.get("client_addr", "")),
+                )
+                self.members[nid] = m
+            m.is_learner = cc.type == ConfChangeType.ADD_LEARNER
+        elif cc.type == ConfChangeType.PROMOTE_LEARNER and nid in self.members:
+            self.members[nid].is_learner = False
+        self._sync_transport_peers()
+        log.info("membership changed", extra={"change": cc.type.name, "member": f"{nid:x}"})
+
+    def _apply_member_attrs(self, data: bytes) -> None:
+        try:
+            d = msgpack.unpackb(data)
+            nid, addr = int(d["id"]), str(d["client_addr"])
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+            log.warning("ignored a malformed member-attributes entry")
+            return
+        if nid in self.members:
+            self.members[nid].client_addr = addr
+        if nid == self.id and addr == self.cfg.client_addr:
+            self._attrs_applied = True
+
+    def _sync_transport_peers(self) -> None:
+        if self.transport is None:
+            return
+        for mid, m in self.members.items():
+            if mid != self.id and m.peer_addr:
+                self.transport.add_peer(mid, m.peer_addr)
+        for pid in list(getattr(self.transport, "peer_ids", lambda: [])()):
+            if pid not in self.members:
+                self.transport.remove_peer(pid)
+
+    async def _take_snapshot(self) -> None:
+        index = self.applied_index
+        data = _node_snapshot(self.fsm, self.members)
+        try:
+            await self.storage.create_snapshot(index, self.conf_state, data)
+        except RaftError:
+            return
+        self.snapshot_index = index
+        compact_to = index - self.cfg.snapshot_catchup_entries
+        if compact_to > self.storage.first_index():
+            with contextlib.suppress(RaftError):
+                await self.storage.compact(compact_to)
+        log.info("snapshot taken", extra={"index": index})
+
+    def _release_apply_waiters(self) -> None:
+        if not self._apply_waiters:
+            return
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for idx, fut in self._apply_waiters:
+            if idx <= self.applied_index:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((idx, fut))
+        self._apply_waiters = keep
+
+    async def _publish_loop(self) -> None:
+        """Publish our client address through the log until it has been applied.
+
+        Peers learn each other's peer addresses from ``--initial-cluster``, but client
+        addresses only this way (as etcd publishes member attributes), so a follower can point
+        a client at the leader's client address.
+        """
+        payload = ENTRY_MEMBER + msgpack.packb({"id": self.id, "client_addr": self.cfg.client_addr})
+        while not self._stopping and not self._attrs_applied:
+            leader = self.leader_id
+            if leader == self.id:
+                with contextlib.suppress(RaftError):
+                    self.rn.propose(payload)
+                    self._wake.set()
+            elif leader != NONE and self.transport is not None:
+                self.transport.send(
+                    [
+                        Message(
+                            MessageType.PROP, leader, self.id, entries=(Entry(0, 0, data=payload),)
+                        )
+                    ]
+                )
+            await asyncio.sleep(self.cfg.tick_interval * 5)
+
+    # --- the API the server uses -----------------------------------------------------------
+
+    @property
+    def leader_id(self) -> int:
+        return self.rn.raft.lead
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rn.raft.state == StateRole.LEADER
+
+    @property
+    def is_learner(self) -> bool:
+        return self.id in self.conf_state.learners
+
+    def client_addr_of(self, node_id: int) -> str:
+        m = self.members.get(node_id)
+        return m.client_addr if m is not None else ""
+
+    def not_leader(self) -> NotLeader:
+        lead = self.leader_id
+        if lead == NONE:
+            raise NoLeader("no leader elected (the cluster may have lost its quorum)")
+        return NotLeader(lead, self.client_addr_of(lead))
+
+    def _check_usable(self) -> None:
+        if self.fatal is not None:
+            raise StorageError(f"node is not serving: {self.fatal}")
+        if self._stopping:
+            raise ProposalDropped("node is shutting down")
+
+    async def propose(
+        self, request: Request, client_id: int = 0, seq: int = 0, timeout: float | None = None
+    ) -> ApplyResult:
+        """Replicate a state-machine command; only on the leader (NotLeader elsewhere)."""
+        self._check_usable()
+        if not self.is_leader:
+            raise self.not_leader()
+        if len(self._pending) >= self.cfg.max_pending_proposals:
+            from raftkv.errors import TooManyRequests
+
+            raise TooManyRequests(retry_after=0.05)
+        cmd = Command(request=request, client_id=client_id, seq=seq, now=time.time())
+        data = ENTRY_KV + codec.encode_command(cmd)
+        return await self._propose_raw(data, timeout)
+
+    async def _propose_raw(self, data: bytes, timeout: float | None) -> ApplyResult:
+        try:
+            self.rn.propose(data)
+        except NotLeader:
+            raise self.not_leader() from None
+        index = self.rn.raft.raft_log.last_index()
+        fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        self._pending[index] = _Pending(self.rn.raft.term, fut)
+        self.stats["proposals"] += 1
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
+        except TimeoutError:
+            self._pending.pop(index, None)
+            raise Timeout("request timed out waiting for the entry to commit") from None
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """Wait until a linearizable read may be served from local state (ReadIndex)."""
+        self._check_usable()
+        timeout = timeout or self.cfg.request_timeout
+        ctx = next(self._read_ctx).to_bytes(8, "big") + self.id.to_bytes(8, "big")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_waiters[ctx] = fut
+        try:
+            self.rn.read_index(ctx)
+        except ProposalDropped:
+            self._read_waiters.pop(ctx, None)
+            raise NoLeader("no leader to confirm the read") from None
+        self._wake.set()
+        try:
+            index = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self._read_waiters.pop(ctx, None)
+            raise Timeout("linearizable read timed out (no quorum?)") from None
+        await self.wait_applied(index, timeout)
+        return index
+
+    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        if self.applied_index >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._apply_waiters.append((index, fut))
+        try:
+            await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
+        except TimeoutError:
+            raise Timeout(f"timed out waiting to apply index {index}") from None
+
+    async def wait_leader(self, timeout: float = 10.0) -> int:
+        if self.leader_id != NONE:
+            return self.leader_id
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._leader_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Timeout("no leader elected in time") from None
+        return self.leader_id
+
+    # --- membership and leadership ---------------------------------------------------------
+
+    async def add_member(
+        self, name: str, peer_addr: str, client_addr: str, learner: bool
+    ) -> Member:
+        from raftkv.protocol import member_id
+
+        nid = member_id(name, self.cfg.cluster_token)
+        if nid in self.members or nid in self.conf_state.all_ids():
+            raise MemberExists(f"member {name} ({nid:x}) already exists")
+        ctx = msgpack.packb({"name": name, "peer_addr": peer_addr, "client_addr": client_addr})
+        cc_type = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
+        await self._conf_change(ConfChange(cc_type, nid, ctx))
+        return self.members[nid]
+
+    async def remove_member(self, nid: int) -> None:
+        if nid not in self.conf_state.all_ids():
+            raise MemberNotFound(f"member {nid:x} not found")
+        await self._conf_change(ConfChange(ConfChangeType.REMOVE_NODE, nid))
+
+    async def promote_member(self, nid: int) -> None:
+        if nid not in self.conf_state.learners:
+            if nid in self.conf_state.voters:
+                raise ConfChangeRefused(f"member {nid:x} is already a voter")
+            raise MemberNotFound(f"member {nid:x} not found")
+        await self._conf_change(ConfChange(ConfChangeType.PROMOTE_LEARNER, nid))
+
+    async def _conf_change(self, cc: ConfChange) -> None:
+        self._check_usable()
+        if not self.is_leader:
+            raise self.not_leader()
+        try:
+            self.rn.propose_conf_change(cc)
+        except NotLeader:
+            raise self.not_leader() from None
+        index = self.rn.raft.raft_log.last_index()
+        fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        self._pending[index] = _Pending(self.rn.raft.term, fut)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(fut, self.cfg.request_timeout)
+        except TimeoutError:
+            self._pending.pop(index, None)
+            raise Timeout("membership change timed out") from None
+
+    async def transfer_leadership(self, to: int, timeout: float | None = None) -> None:
+        self._check_usable()
+        if to not in self.conf_state.voters:
+            raise MemberNotFound(f"member {to:x} is not a voter")
+        if not self.is_leader:
+            raise self.not_leader()
+        self.rn.transfer_leadership(to)
+        self._wake.set()
+        deadline = time.monotonic() + (timeout or self.cfg.request_timeout)
+        while time.monotonic() < deadline:
+            if self.leader_id == to:
+                return
+            await asyncio.sleep(self.cfg.tick_interval / 2)
+        raise Timeout(f"leadership did not move to {to:x} in time")
+
+    # --- status ----------------------------------------------------------------------------
+
+    def db_size(self) -> int:
+        total = 0
+        for p in self.cfg.data_dir.rglob("*"):
+            with contextlib.suppress(OSError):
+                if p.is_file():
+                    total += p.stat().st_size
+        return total
+
+    def status(self) -> dict[str, Any]:
+        st = self.rn.status()
+        return {
+            "id": self.id,
+            "name": self.cfg.name,
+            "cluster_id": self.cluster_id,
+            "leader": st.leader_id,
+            "term": st.term,
+            "raft_index": st.last_index,
+            "raft_applied_index": self.applied_index,
+            "commit_index": st.commit,
+            "revision": self.fsm.revision,
+            "compact_revision": self.fsm.compact_revision,
+            "db_size": self.db_size(),
+            "hash": self.fsm.hash(),
+            "is_learner": self.is_learner,
+            "role": st.role.name.lower(),
+            "version": _version(),
+        }
+
+    def member_list(self) -> list[dict[str, Any]]:
+        out = []
+        for nid in sorted(self.conf_state.all_ids()):
+            m = self.members.get(nid) or Member(nid, f"{nid:x}", "")
+            d = m.to_dict()
+            d["is_learner"] = nid in self.conf_state.learners
+            out.append(d)
+        return out
+
+    def health(self) -> tuple[bool, str]:
+        if self.fatal is not None:
+            return False, f"storage failure: {self.fatal}"
+        if self.leader_id == NONE:
+            return False, "no leader"
+        return True, ""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raftkv")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _node_snapshot(fsm: KVStateMachine, members: dict[int, Member]) -> bytes:
+    body: bytes = msgpack.packb(
+        {
+            "v": NODE_SNAPSHOT_VERSION,
+            "fsm": fsm.snapshot(),
+            "members": [m.to_dict() for m in members.values()],
+        }
+    )
+    return body
+
+
+def _restore_node_snapshot(fsm: KVStateMachine, data: bytes) -> dict[int, Member]:
+    try:
+        d = msgpack.unpackb(data)
+        if not isinstance(d, dict) or d.get("v") != NODE_SNAPSHOT_VERSION:
+            raise ValueError("not a raftkv node snapshot")
+        fsm_data = d["fsm"]
+        members = {int(m["id"]): Member.from_dict(m) for m in d["members"]}
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
+        raise CorruptionError(f"snapshot payload is not a valid node snapshot: {e}") from e
+    fsm.restore(fsm_data)
+    return members

@@ -1,0 +1,356 @@
+"""The client-facing server: the protocol of :mod:`raftkv.protocol` on top of a :class:`Node`.
+
+One asyncio server per member.  Each connection starts with a handshake, then carries many
+requests at once (each request runs as its own task and answers with its ``req_id``).  Errors
+are translated here and only here: a :class:`~raftkv.errors.RaftKVError` becomes
+``[code, message, details]`` on the wire; anything else is a bug, logged, and answered as an
+internal error — it never kills the connection's other requests or the node.  A frame that
+breaks the protocol (garbage, oversized) closes that connection with a logged reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from raftkv import codec, wire
+from raftkv.api import (
+    Command,
+    CompactionRequest,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseLeasesRequest,
+    LeaseLeasesResponse,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
+    PutRequest,
+    RangeRequest,
+    ResponseHeader,
+    TxnRequest,
+)
+from raftkv.errors import (
+    HandshakeRefused,
+    InvalidArgument,
+    ProtocolError,
+    RaftKVError,
+    RemoteProtocolError,
+)
+from raftkv.node import Node
+from raftkv.protocol import Method, Reply, split_addr
+
+log = logging.getLogger("raftkv.server")
+
+Handler = Callable[["_Conn", int, Any], Awaitable[Any]]
+
+_WRITES: dict[str, type[Any]] = {
+    Method.PUT: PutRequest,
+    Method.DELETE_RANGE: DeleteRangeRequest,
+    Method.TXN: TxnRequest,
+    Method.COMPACT: CompactionRequest,
+    Method.LEASE_GRANT: LeaseGrantRequest,
+    Method.LEASE_REVOKE: LeaseRevokeRequest,
+}
+
+
+class _Conn:
+    """One client connection: a writer shared by the request tasks, and its open streams."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.closed = False
+
+    def send(self, frame: list[Any]) -> None:
+        if self.closed:
+            return
+        try:
+            self.writer.write(wire.encode_frame(frame))
+        except RaftKVError as e:
+            # Our own answer is unencodable or too large: tell the client, not the socket.
+            req_id = frame[0] if frame else 0
+            self.writer.write(wire.encode_frame([req_id, int(Reply.ERROR), codec.encode_error(e)]))
+
+
+class Server:
+    def __init__(
+        self, node: Node, listen_addr: str, max_frame: int = wire.MAX_CLIENT_FRAME
+    ) -> None:
+        self.node = node
+        self.host, self.port = split_addr(listen_addr)
+        self.max_frame = max_frame
+        self._server: asyncio.Server | None = None
+        self._conns: set[_Conn] = set()
+        self._handlers: dict[str, Handler] = {
+            Method.RANGE: self._range,
+            Method.LEASE_TIME_TO_LIVE: self._lease_ttl,
+            Method.LEASE_LEASES: self._lease_leases,
+            Method.STATUS: self._status,
+            Method.HEALTH: self._health,
+            Method.HASH_KV: self._hash_kv,
+            Method.MEMBER_LIST: self._member_list,
+            Method.MEMBER_ADD: self._member_add,
+            Method.MEMBER_REMOVE: self._member_remove,
+            Method.MEMBER_PROMOTE: self._member_promote,
+            Method.MOVE_LEADER: self._move_leader,
+            Method.SNAPSHOT: self.stream_snapshot,
+        }
+        for m in _WRITES:
+            self._handlers[m] = self._write
+        self.extra_handlers: dict[str, Handler] = {}
+        """Streams and methods added by later layers (watch, lease keep-alive)."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_connect, self.host, self.port)
+        sock = self._server.sockets[0].getsockname()
+        self.port = int(sock[1])
+        log.info("serving clients on %s", self.address)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for c in list(self._conns):
+            c.closed = True
+            for t in c.tasks.values():
+                t.cancel()
+            c.writer.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    # --- connections -----------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(writer)
+        self._conns.add(conn)
+        peer = writer.get_extra_info("peername")
+        decoder = wire.FrameDecoder(self.max_frame)
+        try:
+            await self._handshake(reader, writer, decoder)
+            while True:
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                for frame in decoder.feed(data):
+                    self._dispatch(conn, frame)
+                if writer.transport.get_write_buffer_size() > (8 << 20):
+                    await writer.drain()
+        except (ProtocolError, HandshakeRefused) as e:
+            log.warning("closing client connection %s: %s", peer, e)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            conn.closed = True
+            for t in conn.tasks.values():
+                t.cancel()
+            self._conns.discard(conn)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: wire.FrameDecoder
+    ) -> None:
+        frames: list[Any] = []
+        while not frames:
+            data = await asyncio.wait_for(reader.read(1 << 16), 10.0)
+            if not data:
+                raise ConnectionError("closed before the handshake")
+            frames = decoder.feed(data)
+        hs = wire.Handshake.from_wire(frames[0])
+        try:
+            cid = hs.cluster_id or self.node.cluster_id
+            wire.check_handshake(
+                wire.Handshake(hs.protocol_version, cid, hs.node_id, hs.role),
+                cluster_id=self.node.cluster_id,
+                role=wire.ROLE_CLIENT,
+            )
+        except HandshakeRefused as e:
+            writer.write(wire.encode_frame(wire.handshake_reply(str(e))))
+            raise
+        writer.write(wire.encode_frame(wire.handshake_reply()))
+        for frame in frames[1:]:
+            raise RemoteProtocolError(f"request sent before the handshake reply: {frame!r:.60}")
+
+    def _dispatch(self, conn: _Conn, frame: Any) -> None:
+        if not isinstance(frame, list) or len(frame) != 3 or not isinstance(frame[0], int):
+            raise RemoteProtocolError("a request must be [req_id, method, payload]")
+        req_id, method, payload = frame
+        if method == Method.CANCEL:
+            t = conn.tasks.pop(req_id, None)
+            if t is not None:
+                t.cancel()
+            return
+        handler = self._handlers.get(method) or self.extra_handlers.get(method)
+        if handler is None:
+            conn.send(
+                [
+                    req_id,
+                    int(Reply.ERROR),
+                    codec.encode_error(InvalidArgument(f"unknown method {method!r}")),
+                ]
+            )
+            return
+        task = asyncio.create_task(self._run(conn, req_id, method, handler, payload))
+        conn.tasks[req_id] = task
+
+    async def _run(
+        self, conn: _Conn, req_id: int, method: str, handler: Handler, payload: Any
+    ) -> None:
+        try:
+            result = await handler(conn, req_id, payload)
+            conn.send([req_id, int(Reply.OK), result])
+        except asyncio.CancelledError:
+            pass
+        except RaftKVError as e:
+            conn.send([req_id, int(Reply.ERROR), codec.encode_error(e)])
+        except Exception as e:
+            log.exception("internal error serving %s", method)
+            conn.send(
+                [req_id, int(Reply.ERROR), codec.encode_error(RaftKVError(f"internal error: {e}"))]
+            )
+        finally:
+            conn.tasks.pop(req_id, None)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def header(self, revision: int | None = None) -> ResponseHeader:
+        n = self.node
+        return ResponseHeader(
+            cluster_id=n.cluster_id,
+            member_id=n.id,
+            revision=n.fsm.revision if revision is None else revision,
+            raft_term=n.rn.raft.term,
+        )
+
+    def _with_header(self, resp: Any) -> Any:
+        h = getattr(resp, "header", None)
+        if isinstance(h, ResponseHeader):
+            return replace(resp, header=self.header(h.revision))
+        return resp
+
+    # --- KV --------------------------------------------------------------------------------
+
+    async def _range(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        req = codec.from_plain(RangeRequest, payload)
+        if not req.serializable:
+            await self.node.read_barrier()
+        resp = self.node.fsm.range(req)
+        return codec.to_plain(self._with_header(resp))
+
+    async def _write(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        cmd = codec.from_plain(Command, payload)
+        result = await self.node.propose(cmd.request, cmd.client_id, cmd.seq)
+        if result.error is not None:
+            raise result.error
+        return codec.to_plain(self._with_header(result.response))
+
+    async def _lease_ttl(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        req = codec.from_plain(LeaseTimeToLiveRequest, payload)
+        await self.node.read_barrier()
+        return codec.to_plain(self._with_header(self.node.fsm.time_to_live(req, time.time())))
+
+    async def _lease_leases(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        codec.from_plain(LeaseLeasesRequest, payload)  # validate
+        await self.node.read_barrier()
+        leases = tuple(self.node.fsm.lessor.leases())
+        return codec.to_plain(LeaseLeasesResponse(self.header(), leases))
+
+    # --- cluster and maintenance -----------------------------------------------------------
+
+    async def _status(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        return self.node.status()
+
+    async def _health(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        ok, reason = self.node.health()
+        if ok:
+            try:
+                await self.node.read_barrier(timeout=2.0)
+            except RaftKVError as e:
+                ok, reason = False, f"linearizable read failed: {e}"
+        return {"health": ok, "reason": reason}
+
+    async def _hash_kv(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        f = self.node.fsm
+        return {"hash": f.hash(), "revision": f.revision, "compact_revision": f.compact_revision}
+
+    async def _member_list(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        await self.node.read_barrier()
+        return {"members": self.node.member_list(), "header": codec.to_plain(self.header())}
+
+    async def _member_add(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        p = _dict(payload)
+        m = await self.node.add_member(
+            _str(p, "name"),
+            _str(p, "peer_addr"),
+            str(p.get("client_addr", "")),
+            bool(p.get("learner", False)),
+        )
+        return {
+            "member": m.to_dict(),
+            "members": self.node.member_list(),
+            "cluster_id": self.node.cluster_id,
+        }
+
+    async def _member_remove(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        await self.node.remove_member(_int(_dict(payload), "id"))
+        return {"members": self.node.member_list()}
+
+    async def _member_promote(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        await self.node.promote_member(_int(_dict(payload), "id"))
+        return {"members": self.node.member_list()}
+
+    async def _move_leader(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        target = _int(_dict(payload), "id")
+        await self.node.transfer_leadership(target)
+        return {"leader": self.node.leader_id}
+
+    def snapshot_bytes(self) -> bytes:
+        from raftkv.node import _node_snapshot
+
+        return _node_snapshot(self.node.fsm, self.node.members)
+
+    async def stream_snapshot(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        """SNAPSHOT: the node's state as chunks, then the SHA-256 of the whole."""
+        await self.node.read_barrier()
+        data = self.snapshot_bytes()
+        for off in range(0, len(data), 1 << 20):
+            conn.send([req_id, int(Reply.STREAM), {"data": data[off : off + (1 << 20)]}])
+            await conn.writer.drain()
+        return {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "revision": self.node.fsm.revision,
+            "index": self.node.applied_index,
+        }
+
+
+def _dict(p: Any) -> dict[str, Any]:
+    if not isinstance(p, dict):
+        raise InvalidArgument("payload must be a map")
+    return p
+
+
+def _str(p: dict[str, Any], k: str) -> str:
+    v = p.get(k)
+    if not isinstance(v, str) or not v:
+        raise InvalidArgument(f"{k!r} must be a non-empty string")
+    return v
+
+
+def _int(p: dict[str, Any], k: str) -> int:
+    v = p.get(k)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidArgument(f"{k!r} must be an integer")
+    return v
