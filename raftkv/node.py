@@ -300,11 +300,14 @@ class Node:
                 for i, n in ids.items()
             }
             snap = storage.snapshot()
+            published = False
             if not snap.is_empty():
                 members = _restore_node_snapshot(fsm, snap.data) or members
+                me = members.get(nid)
+                published = me is not None and me.client_addr == cfg.client_addr
             node = cls(cfg, storage, fsm, members, cid, nid)
-            me = members.get(nid)
-            node._attrs_applied = me is not None and me.client_addr == cfg.client_addr
+            # Replaying the log sets this again if our attributes entry is after the snapshot.
+            node._attrs_applied = published
             node.conf_state = snap.meta.conf_state if not snap.is_empty() else bootstrap
             node.transport = transport_factory(
                 nid,
