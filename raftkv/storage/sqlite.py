@@ -387,7 +387,7 @@ class SQLiteStorage:
             return
         self._closed = True
         self._wakeup.set()
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception):  # never swallow our own cancellation
             await self._writer
         await self._db.close()
 
@@ -406,13 +406,13 @@ class SQLiteStorage:
 
     async def _write_loop(self) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
+            if not self._pending:
                 if self._closed:
                     return
+                self._wakeup.clear()  # no await since the check: no wakeup can be lost
+                await self._wakeup.wait()
                 continue
+            batch, self._pending = self._pending, []
             try:
                 await self._commit(batch)
             except BaseException as exc:

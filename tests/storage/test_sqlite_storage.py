@@ -232,3 +232,17 @@ async def test_failed_commit_poisons_the_store(
     st = await SQLiteStorage.open(tmp_path)
     assert st.last_index() == 1 and st.hard_state == HardState(1, 1, 0)
     await st.close()
+
+
+async def test_close_flushes_queued_saves(tmp_path: Path) -> None:
+    st = await SQLiteStorage.open(tmp_path)
+    saves = [asyncio.ensure_future(st.save(None, ents(i, i))) for i in range(1, 4)]
+    await asyncio.sleep(0)  # let the saves queue (not a timing wait: one loop turn)
+    async with asyncio.timeout(5):  # not wait_for: close() must run before the writer wakes
+        await st.close()
+    await asyncio.gather(*saves)
+    with pytest.raises(StorageError, match="closed"):
+        await st.save(None, ents(4, 4))
+    st = await SQLiteStorage.open(tmp_path)
+    assert st.last_index() == 3
+    await st.close()

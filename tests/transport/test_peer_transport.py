@@ -214,7 +214,7 @@ async def test_reconnect_after_peer_restart(pair: tuple[Node, Node]) -> None:
                 seen = len(a.unreachable)
                 a.t.send([app(1, 2, i)])
                 i += 1
-                await wait_any([a, b2], lambda s=seen: bool(b2.msgs) or len(a.unreachable) > s)
+                await wait_any([a, b2], lambda: bool(b2.msgs) or len(a.unreachable) > seen)  # noqa: B023
         assert b2.msgs[0].type == MessageType.APP
     finally:
         await b2.t.stop()
