@@ -42,9 +42,10 @@ class LeaseConfig:
     expire_retry_interval: float = 3.0
     """An id returned by :meth:`Lessor.expired` is not returned again before this many
     seconds (its LeaseExpire entry may still be on its way through the log)."""
-    stall_threshold: float = 2.0
+    stall_threshold: float = math.inf
     """If two consecutive leader-local calls are further apart than this, the leader was
-    stalled; deadlines are pushed back by the gap (clients could not renew meanwhile)."""
+    stalled; deadlines are pushed back by the gap (clients could not renew meanwhile).  Off by
+    default; a node that calls :meth:`Lessor.expired` every tick should set a few ticks."""
     checkpoint_min_drop: float = 1.0
     """:meth:`Lessor.checkpoint` reports a lease only if its budget dropped at least this much
     since the last recorded checkpoint (bounds the log traffic)."""
