@@ -164,7 +164,7 @@ class Cluster:
         self.rng = random.Random(seed)
         # Flow control drawn per run: small appends let a follower ack an old-term entry
         # without the new leader's first entry (the Figure 8 window).
-        size = self.rng.choice((1, 100, 1 << 20))
+        size = self.rng.choice((1, 1, 100, 1 << 20))
         inflight = self.rng.choice((1, 4, 256))
         self.max_size_per_msg = size if max_size_per_msg is None else max_size_per_msg
         self.max_inflight = inflight if max_inflight is None else max_inflight

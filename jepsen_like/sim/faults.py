@@ -105,7 +105,7 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "crash_voter": 4,
     "stale_read": 4,
     "churn": 4,
-    "figure8": 3,
+    "figure8": 5,
     "lag_swap": 4,
     "membership": 4,
     "transfer": 3,
@@ -141,6 +141,8 @@ class _Builder:
 
 _EXCLUSIVE = {"stale_read": 55, "churn": 90, "lag_swap": 75, "figure8": 170}
 """Scenarios that need the cluster to themselves, and how many steps they take."""
+_BACKGROUND = frozenset({"propose", "read"})
+"""Scenarios that may run during an exclusive one: client load, no faults."""
 
 
 def _scenario(b: _Builder, name: str, s: int) -> None:
@@ -246,9 +248,9 @@ def make_schedule(
             while cum[k] <= x:
                 k += 1
             name = names[k]
+            if s < busy_until and name not in _BACKGROUND:
+                continue  # an exclusive scenario is running: only load, no other faults
             if name in _EXCLUSIVE:
-                if s < busy_until:
-                    continue
                 busy_until = s + _EXCLUSIVE[name]
             _scenario(b, name, s)
     b.faults.sort(key=lambda f: f.step)
