@@ -239,6 +239,23 @@ for _cls in TAGS:
 # --- public API -----------------------------------------------------------------------------
 
 
+MAX_NESTING = 100
+"""Deepest array nesting accepted on decode (about 30 levels of nested txns).  Checked
+iteratively before decoding, so a deep message fails the same way on every member instead of
+hitting Python's recursion limit at a depth that depends on the caller's stack."""
+
+
+def _check_nesting(plain: Any) -> None:
+    stack = [(plain, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise _bad(f"nested deeper than {MAX_NESTING} levels")
+        for x in v:
+            if type(x) is list:
+                stack.append((x, depth + 1))
+
+
 def to_plain(obj: Any) -> Any:
     """Any registered api value as plain msgpack types (lists, ints, bytes, ...)."""
     return _encode_any(obj)
@@ -247,6 +264,8 @@ def to_plain(obj: Any) -> Any:
 def from_plain(cls: type[T], plain: Any) -> T:
     """Rebuild a ``cls`` from :func:`to_plain` output; RemoteProtocolError if malformed."""
     try:
+        if type(plain) is list:
+            _check_nesting(plain)
         return _decode_class(cls, plain)
     except RemoteProtocolError:
         raise

@@ -268,3 +268,19 @@ def test_error_round_trip() -> None:
     for err in (Compacted(42), LeaseNotFound(7), DuplicateKey("dup")):
         back = codec.decode_error(codec.encode_error(err))
         assert type(back) is type(err) and back.details() == err.details()
+
+
+def test_deeply_nested_txn_is_refused_the_same_way_at_any_stack_depth() -> None:
+    t = TxnRequest(success=(PutRequest(b"k"),))
+    for _ in range(120):
+        t = TxnRequest(success=(t,))
+    data = codec.encode_command(api.Command(t))
+
+    def apply_at_depth(n: int) -> type:
+        if n:
+            return apply_at_depth(n - 1)
+        r = KVStateMachine().apply(1, data)
+        return type(r.error)
+
+    assert apply_at_depth(0) is RemoteProtocolError
+    assert apply_at_depth(700) is RemoteProtocolError
