@@ -195,7 +195,9 @@ class NodeConfig:
     max_inflight_msgs: int = 256
     max_pending_proposals: int = 10_000
     request_timeout: float = 5.0
-    fsm_factory: Callable[[], KVStateMachine] = KVStateMachine
+    lease_interval: float = 0.25
+    """How often the leader checks lease expiry and checkpoints."""
+    fsm_factory: Callable[[], KVStateMachine] = field(default_factory=lambda: _default_fsm)
     mutations: frozenset[str] = frozenset()
     rng_seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -325,6 +327,7 @@ class Node:
             asyncio.create_task(node._ready_loop(), name=f"raftkv-ready-{cfg.name}"),
             asyncio.create_task(node._tick_loop(), name=f"raftkv-tick-{cfg.name}"),
             asyncio.create_task(node._publish_loop(), name=f"raftkv-publish-{cfg.name}"),
+            asyncio.create_task(node._lease_loop(), name=f"raftkv-lease-{cfg.name}"),
         ]
         log.info(
             "node started",
@@ -611,6 +614,54 @@ class Node:
                 )
             await asyncio.sleep(self.cfg.tick_interval * 5)
 
+    async def _lease_loop(self) -> None:
+        """The leader's lease duties: promote on election, expire, checkpoint, demote.
+
+        Expiry is decided here, on the leader's monotonic clock, and applied through the log
+        (LeaseExpire), so every member deletes the same keys at the same revision.
+        Checkpoints record each lease's remaining budget in the log, so a new leader resumes
+        from it instead of the full TTL (etcd 9395), and promotion charges every budget with
+        the election timeout it grants, so repeated elections cannot keep a lease alive
+        (etcd 9888).  The lessor's stall detection pushes deadlines back after this loop was
+        not scheduled for a while (a stalled leader does not revoke everything at once when it
+        resumes, etcd 15247).
+        """
+        lessor = self.fsm.lessor
+        extend = self.cfg.election_tick * self.cfg.tick_interval * 2
+        while not self._stopping:
+            await asyncio.sleep(self.cfg.lease_interval)
+            lessor = self.fsm.lessor  # a snapshot restore replaces it
+            now = time.monotonic()
+            leading = self.is_leader
+            if not leading:
+                if lessor.is_primary:
+                    lessor.demote()
+                continue
+            try:
+                if not lessor.is_primary:
+                    # Only once our own term's entry is applied is our lease state current.
+                    raft = self.rn.raft
+                    if not raft.committed_entry_in_current_term() or (
+                        self.applied_index < raft.raft_log.committed
+                    ):
+                        continue
+                    charge = lessor.promote(now, extend)
+                    if charge is not None:
+                        await self.propose(charge)
+                    continue
+                ids = lessor.expired(now)
+                if ids:
+                    from raftkv.api import LeaseExpireRequest
+
+                    await self.propose(LeaseExpireRequest(tuple(ids)))
+                cp = lessor.checkpoint(now)
+                if cp is not None:
+                    await self.propose(cp)
+            except RaftError as e:
+                log.debug("lease duty skipped: %s", e)
+            except Exception:
+                log.exception("lease loop error")
+
     # --- the API the server uses -----------------------------------------------------------
 
     @property
@@ -819,6 +870,14 @@ class Node:
         if self.leader_id == NONE:
             return False, "no leader"
         return True, ""
+
+
+def _default_fsm() -> KVStateMachine:
+    from raftkv.lease import LeaseConfig
+
+    # Stall detection: if the leader's lease loop was not scheduled for 2 s (a stall, a
+    # SIGSTOP, a slow disk), deadlines move back by the gap instead of all expiring at once.
+    return KVStateMachine(lease_config=LeaseConfig(stall_threshold=2.0))
 
 
 def _version() -> str:

@@ -84,6 +84,20 @@ class Method(StrEnum):
 # MEMBER_REMOVE {"id"} / MEMBER_PROMOTE {"id"} -> {"members": [...]}
 # MOVE_LEADER {"id"} -> {"leader": id}
 
+# WATCH (stream).  Request payload: {"key": bytes, "range_end": bytes, "start_revision": int
+#   (0 = from now), "prev_kv": bool, "no_put": bool, "no_delete": bool,
+#   "progress_notify": bool}.  Stream items: first {"created": True, "revision": current,
+#   "compact_revision": int}; then one item per revision: {"revision": R, "events":
+#   [plain raftkv.api.Event, ...]}; progress notifications {"revision": R, "events": [],
+#   "progress": True}.  Cancel with [req_id, "cancel", None]; the stream ends with END.  A
+#   start_revision at or below the compact revision ends at once with WatchCancelled
+#   (reason "compacted", compact_revision).  Resuming after a disconnect: start_revision =
+#   last revision seen + 1 (no gap, no duplicate).
+# LEASE_KEEP_ALIVE is unary on the wire (LeaseKeepAliveRequest -> LeaseKeepAliveResponse);
+#   the client's keep_alive() stream sends one every TTL/3.  Keep-alive and
+#   LEASE_TIME_TO_LIVE are served by the leader only (NotLeader elsewhere): lease clocks
+#   live on the leader.
+
 PROTOCOL_NAME: Final = "raftkv-client"
 
 

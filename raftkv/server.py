@@ -25,6 +25,7 @@ from raftkv.api import (
     CompactionRequest,
     DeleteRangeRequest,
     LeaseGrantRequest,
+    LeaseKeepAliveRequest,
     LeaseLeasesRequest,
     LeaseLeasesResponse,
     LeaseRevokeRequest,
@@ -37,12 +38,14 @@ from raftkv.api import (
 from raftkv.errors import (
     HandshakeRefused,
     InvalidArgument,
+    NoLeader,
     ProtocolError,
     RaftKVError,
     RemoteProtocolError,
 )
 from raftkv.node import Node
 from raftkv.protocol import Method, Reply, split_addr
+from raftkv.watch import WatchHub, WatchSpec
 
 log = logging.getLogger("raftkv.server")
 
@@ -98,12 +101,17 @@ class Server:
             Method.MEMBER_REMOVE: self._member_remove,
             Method.MEMBER_PROMOTE: self._member_promote,
             Method.MOVE_LEADER: self._move_leader,
-            Method.SNAPSHOT: self.stream_snapshot,
         }
         for m in _WRITES:
             self._handlers[m] = self._write
+        self._handlers[Method.LEASE_KEEP_ALIVE] = self._lease_keep_alive
+        self.stream_handlers: dict[str, Handler] = {
+            Method.WATCH: self._watch,
+            Method.SNAPSHOT: self.stream_snapshot,
+        }
         self.extra_handlers: dict[str, Handler] = {}
-        """Streams and methods added by later layers (watch, lease keep-alive)."""
+        self.hub = WatchHub(lambda: node.fsm)
+        node.listeners.append(self.hub.on_apply)
 
     @property
     def address(self) -> str:
@@ -192,6 +200,12 @@ class Server:
             if t is not None:
                 t.cancel()
             return
+        stream = self.stream_handlers.get(method)
+        if stream is not None:
+            conn.tasks[req_id] = asyncio.create_task(
+                self._run_stream(conn, req_id, method, stream, payload)
+            )
+            return
         handler = self._handlers.get(method) or self.extra_handlers.get(method)
         if handler is None:
             conn.send(
@@ -222,6 +236,26 @@ class Server:
             )
         finally:
             conn.tasks.pop(req_id, None)
+
+    async def _run_stream(
+        self, conn: _Conn, req_id: int, method: str, handler: Handler, payload: Any
+    ) -> None:
+        """A stream ends with ``[req_id, END, None]``, or ``[req_id, END, error]``."""
+        end: Any = None
+        try:
+            result = await handler(conn, req_id, payload)
+            if result is not None:
+                conn.send([req_id, int(Reply.STREAM), result])
+        except asyncio.CancelledError:
+            end = None
+        except RaftKVError as e:
+            end = codec.encode_error(e)
+        except Exception as e:
+            log.exception("internal error serving stream %s", method)
+            end = codec.encode_error(RaftKVError(f"internal error: {e}"))
+        finally:
+            conn.tasks.pop(req_id, None)
+            conn.send([req_id, int(Reply.END), end])
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -256,10 +290,42 @@ class Server:
             raise result.error
         return codec.to_plain(self._with_header(result.response))
 
+    def _lease_authority(self) -> None:
+        """Lease clocks live on the leader only: keep-alive and TTL are served there."""
+        if not self.node.is_leader or not self.node.fsm.lessor.is_primary:
+            raise (
+                self.node.not_leader()
+                if not self.node.is_leader
+                else NoLeader("the new leader is not yet serving leases; retry")
+            )
+
     async def _lease_ttl(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(LeaseTimeToLiveRequest, payload)
+        self._lease_authority()
         await self.node.read_barrier()
-        return codec.to_plain(self._with_header(self.node.fsm.time_to_live(req, time.time())))
+        resp = self.node.fsm.time_to_live(req, time.monotonic())
+        return codec.to_plain(self._with_header(resp))
+
+    async def _lease_keep_alive(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        req = codec.from_plain(LeaseKeepAliveRequest, payload)
+        self._lease_authority()
+        resp, reset = self.node.fsm.keep_alive(req, time.monotonic())
+        if reset is not None:
+            # The budget in the log is below the TTL: record the renewal before answering, so
+            # a new leader does not fall back to the old budget.
+            await self.node.propose(reset)
+        return codec.to_plain(self._with_header(resp))
+
+    async def _watch(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        spec = WatchSpec.from_plain(payload)
+        n_watches = sum(1 for t in conn.tasks.values() if t.get_name().startswith("watch"))
+        asyncio.current_task().set_name(f"watch-{req_id}")  # type: ignore[union-attr]
+
+        def send(d: dict[str, Any]) -> None:
+            conn.send([req_id, int(Reply.STREAM), d])
+
+        await self.hub.serve(spec, send, conn.writer.drain, n_watches + 1)
+        return None
 
     async def _lease_leases(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         codec.from_plain(LeaseLeasesRequest, payload)  # validate
