@@ -220,3 +220,222 @@ try:  # the pytest fixture, when pytest is around
     _ = pytest
 except ImportError:  # pragma: no cover - pytest is a dev dependency
     pass
+
+
+# --- real processes ----------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    name: str
+    data_dir: Path
+    client_addr: str
+    peer_addr: str
+    metrics_addr: str
+    log_path: Path
+    popen: Any = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+class ProcessCluster:
+    """N members as real ``raftkv serve`` processes on 127.0.0.1 (for end-to-end tests and
+    fault injection).  ``kill`` is SIGKILL (nothing unsynced survives), ``pause`` SIGSTOP."""
+
+    def __init__(
+        self,
+        size: int,
+        data_dir: Path | str,
+        *,
+        tick_ms: int = 50,
+        election_ticks: int = 10,
+        snapshot_count: int = 10_000,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.root = Path(data_dir)
+        self.tick_ms = tick_ms
+        self.election_ticks = election_ticks
+        self.snapshot_count = snapshot_count
+        self.env = env or {}
+        self.procs: dict[str, Process] = {}
+        for i in range(1, size + 1):
+            name = f"n{i}"
+            self.procs[name] = Process(
+                name,
+                self.root / name,
+                f"127.0.0.1:{free_port()}",
+                f"127.0.0.1:{free_port()}",
+                f"127.0.0.1:{free_port()}",
+                self.root / f"{name}.log",
+            )
+        self.initial_cluster = ",".join(f"{p.name}={p.peer_addr}" for p in self.procs.values())
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [p.client_addr for p in self.procs.values()]
+
+    def command(self, p: Process) -> list[str]:
+        import sys
+
+        return [
+            sys.executable,
+            "-c",
+            "from cli.serve import serve; serve()",
+            "--name",
+            p.name,
+            "--data-dir",
+            str(p.data_dir),
+            "--listen-client",
+            p.client_addr,
+            "--listen-peer",
+            p.peer_addr,
+            "--initial-cluster",
+            self.initial_cluster,
+            "--metrics-addr",
+            p.metrics_addr,
+            "--tick-ms",
+            str(self.tick_ms),
+            "--election-ticks",
+            str(self.election_ticks),
+            "--snapshot-count",
+            str(self.snapshot_count),
+            "--log-format",
+            "json",
+        ]
+
+    def start_member(self, name: str) -> Process:
+        import os
+        import subprocess
+
+        p = self.procs[name]
+        if p.alive:
+            return p
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, **p.extra_env}
+        log = open(p.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            p.popen = subprocess.Popen(
+                self.command(p),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+        finally:
+            log.close()
+        return p
+
+    def start(self) -> None:
+        for name in self.procs:
+            self.start_member(name)
+
+    def kill(self, name: str) -> None:
+        import signal
+
+        p = self.procs[name]
+        if p.alive:
+            p.popen.send_signal(signal.SIGKILL)
+            p.popen.wait()
+
+    def pause(self, name: str) -> None:
+        import signal
+
+        p = self.procs[name]
+        if p.alive:
+            p.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        import signal
+
+        p = self.procs[name]
+        if p.alive:
+            p.popen.send_signal(signal.SIGCONT)
+
+    def stop_member(self, name: str, timeout: float = 10.0) -> None:
+        import signal
+        import subprocess
+
+        p = self.procs[name]
+        if not p.alive:
+            return
+        p.popen.send_signal(signal.SIGCONT)
+        p.popen.send_signal(signal.SIGTERM)
+        try:
+            p.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait()
+
+    def stop(self) -> None:
+        for name in self.procs:
+            with contextlib.suppress(Exception):
+                self.stop_member(name)
+
+    def __enter__(self) -> ProcessCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def health(self, name: str, timeout: float = 1.0) -> dict[str, Any] | None:
+        """GET /health of one member (None if it does not answer)."""
+        import json
+        import urllib.request
+
+        p = self.procs[name]
+        try:
+            with urllib.request.urlopen(f"http://{p.metrics_addr}/health", timeout=timeout) as r:
+                data: dict[str, Any] = json.loads(r.read())
+                return data
+        except Exception as e:  # 503 raises HTTPError with a body
+            body = getattr(e, "read", None)
+            if body is not None:
+                with contextlib.suppress(Exception):
+                    data = json.loads(body())
+                    return data
+            return None
+
+    def metrics(self, name: str, timeout: float = 1.0) -> dict[str, float]:
+        """The member's Prometheus gauges as a dict (empty if it does not answer)."""
+        import urllib.request
+
+        p = self.procs[name]
+        out: dict[str, float] = {}
+        try:
+            with urllib.request.urlopen(f"http://{p.metrics_addr}/metrics", timeout=timeout) as r:
+                for line in r.read().decode().splitlines():
+                    if line and not line.startswith("#"):
+                        k, _, v = line.rpartition(" ")
+                        with contextlib.suppress(ValueError):
+                            out[k] = float(v)
+        except Exception:
+            return {}
+        return out
+
+    def leader(self) -> str | None:
+        for name, p in self.procs.items():
+            if p.alive and self.metrics(name).get("raftkv_raft_is_leader") == 1.0:
+                return name
+        return None
+
+    def wait_healthy(self, timeout: float = 30.0) -> str:
+        """Wait until every live member reports healthy; returns the leader's name."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [n for n, p in self.procs.items() if p.alive]
+            if live and all((self.health(n) or {}).get("health") for n in live):
+                lead = self.leader()
+                if lead is not None:
+                    return lead
+            time.sleep(0.1)
+        raise Timeout("cluster did not become healthy in time")
