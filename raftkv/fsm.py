@@ -161,8 +161,10 @@ class KVStateMachine:
     # --- apply ----------------------------------------------------------------------------
 
     def apply(self, index: int, data: bytes) -> ApplyResult:
-        """Apply committed entry ``index``.  Request errors are returned in the result."""
-        if index != self.applied_index + 1 and self.applied_index != 0:
+        """Apply committed entry ``index``.  Request errors are returned in the result.
+        Indexes must strictly increase; the node may skip entries that are not commands
+        (configuration changes)."""
+        if index <= self.applied_index:
             raise AssertionError(f"apply out of order: {index} after {self.applied_index}")
         self.applied_index = index
         if not data:  # the leader's empty entry of a new term
@@ -178,7 +180,7 @@ class KVStateMachine:
 
     def apply_command(self, index: int, cmd: Command) -> ApplyResult:
         """:meth:`apply` for an already decoded command (tests, the simulator)."""
-        if index != self.applied_index + 1 and self.applied_index != 0:
+        if index <= self.applied_index:
             raise AssertionError(f"apply out of order: {index} after {self.applied_index}")
         self.applied_index = index
         return self._apply_command(index, cmd)

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkv.api import LeaseCheckpoint, LeaseCheckpointRequest
-from raftkv.errors import CorruptionError, InvalidArgument, LeaseExists, LeaseNotFound
+from raftkv.errors import (
+    CorruptionError,
+    InvalidArgument,
+    LeaseExists,
+    LeaseNotFound,
+    NotLeader,
+)
 
 MAX_LEASE_ID = (1 << 63) - 1
 
@@ -217,7 +223,10 @@ class Lessor:
         Returns ``(ttl, reset)``; if ``reset`` is not None the budget recorded in the log is
         below the TTL and the leader must propose ``reset`` (and should answer the client only
         once it applied), so a new leader does not fall back to the old budget.
-        LeaseNotFound if the lease does not exist or its deadline has passed."""
+        LeaseNotFound if the lease does not exist or its deadline has passed; NotLeader if
+        this lessor was not promoted."""
+        if not self._primary:
+            raise NotLeader()
         self._observe(now)
         lease = self.get(lease_id)
         if lease.deadline is not None and now >= lease.deadline:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from raftkv import api
 from raftkv.api import EventType, LeaseGrantRequest, LeaseRevokeRequest
-from raftkv.errors import InvalidArgument, LeaseExists, LeaseNotFound
+from raftkv.errors import InvalidArgument, LeaseExists, LeaseNotFound, NotLeader
 from raftkv.fsm import KVStateMachine
 from raftkv.lease import LeaseConfig, Lessor
 
@@ -141,6 +141,8 @@ def test_promotion_charges_the_budget_so_elections_cannot_keep_a_lease_forever()
 def test_renew_resets_recorded_budget_and_refuses_expired_leases() -> None:
     ls = Lessor()
     ls.grant(1, 10)
+    with pytest.raises(NotLeader):
+        ls.renew(1, now=0.0)  # keep-alives are served by the leader only
     ls.promote(now=0.0, extend=0.0)
     ttl, reset = ls.renew(1, now=1.0)
     assert (ttl, reset) == (10, None)  # budget still full: no log entry needed
