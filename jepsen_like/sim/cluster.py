@@ -110,6 +110,7 @@ class SimNode:
     commit: int = 0  # the durable commit index the checker has seen
     role: StateRole = StateRole.FOLLOWER
     reports: list[tuple[int, bool]] = field(default_factory=list)  # (peer, snapshot ok?)
+    unreachable: set[int] = field(default_factory=set)  # peers a send to was refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +321,8 @@ class Cluster:
                     ok = self.net.send(m, self.now)
                     if m.type == MessageType.SNAP:
                         node.reports.append((m.to, ok))
+                    elif not ok and not self.net.can_reach(m.frm, m.to):
+                        node.unreachable.add(m.to)  # like a refused connection
             # 3. apply
             if rd.snapshot is not None and not rd.snapshot.is_empty():
                 app = node.app = App.from_snapshot(rd.snapshot)
@@ -338,6 +341,10 @@ class Cluster:
                 reports, node.reports = node.reports, []
                 for peer, ok in reports:
                     self._call(node, rn.report_snapshot, peer, ok)
+            if node.unreachable:
+                for peer in sorted(node.unreachable):
+                    self._call(node, rn.report_unreachable, peer)
+                node.unreachable.clear()
 
     def _trigger(self, node: SimNode, rd: Ready, advanced: bool) -> bool:
         """Fire the first armed crash trigger this Ready matches; True if the node crashed."""
