@@ -192,6 +192,8 @@ class KVStore:
             self._index[key] = h
             prev = None
         else:
+            if h.revs[-1] >= rev:
+                raise AssertionError(f"key {key!r} changed twice at revision {rev}")
             prev = h.kvs[-1]
         if prev is None:
             kv = KeyValue(key, value, rev, rev, 1, lease)
@@ -206,6 +208,8 @@ class KVStore:
         h: _History | None = self._index.get(key)
         if h is None or h.kvs[-1] is None:
             return None
+        if h.revs[-1] >= rev:
+            raise AssertionError(f"key {key!r} changed twice at revision {rev}")
         prev = h.kvs[-1]
         h.revs.append(rev)
         h.kvs.append(None)

@@ -89,35 +89,42 @@ def _in_range(key: bytes, start: bytes, end: bytes) -> bool:
 def _check_intervals(ops: tuple[RequestOp, ...]) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
     """etcd's ``checkIntervals``: within one branch, no key may be put twice, and no key may be
     both put and covered by a delete range (at this level or in a nested txn).  Deletes may
-    overlap each other; the then/else branches of a nested txn may put the same key, since
-    only one of them runs.  Returns this branch's (puts, delete ranges)."""
-    dels = [(op.key, op.range_end) for op in ops if isinstance(op, DeleteRangeRequest)]
+    overlap each other; the then/else branches of one nested txn may put the same key, since
+    only one of them runs.  Returns this branch's (puts, delete ranges).
 
-    def deleted(k: bytes) -> bool:
+    Stricter than etcd in one place: etcd checks a nested txn's puts only against the deletes
+    of the nested txns *before* it, so ``[txn(put k), txn(delete k)]`` slips through and writes
+    ``k`` twice in one revision.  Here every nested txn's puts are checked against the deletes
+    of all the other nested txns, so for every choice of branches each key changes at most
+    once per txn."""
+    level_dels = [(op.key, op.range_end) for op in ops if isinstance(op, DeleteRangeRequest)]
+    nested: list[tuple[set[bytes], set[bytes], list[tuple[bytes, bytes]]]] = []
+    for op in ops:
+        if isinstance(op, TxnRequest):
+            puts_then, dels_then = _check_intervals(op.success)
+            puts_else, dels_else = _check_intervals(op.failure)
+            nested.append((puts_then, puts_else, dels_then + dels_else))
+
+    def covered(k: bytes, dels: list[tuple[bytes, bytes]]) -> bool:
         return any(_in_range(k, s, e) for s, e in dels)
 
     puts: set[bytes] = set()
-    for op in ops:
-        if not isinstance(op, TxnRequest):
-            continue
-        puts_then, dels_then = _check_intervals(op.success)
-        puts_else, dels_else = _check_intervals(op.failure)
+    for i, (puts_then, puts_else, _) in enumerate(nested):
+        others = level_dels + [d for j, n in enumerate(nested) if j != i for d in n[2]]
         for k in puts_then:
-            if k in puts or deleted(k):
+            if k in puts or covered(k, others):
                 raise DuplicateKey(f"duplicate key given in txn request: {k!r}")
-            puts.add(k)
         for k in puts_else:
-            if (k in puts and k not in puts_then) or deleted(k):
+            if (k in puts and k not in puts_then) or covered(k, others):
                 raise DuplicateKey(f"duplicate key given in txn request: {k!r}")
-            puts.add(k)
-        dels.extend(dels_then)
-        dels.extend(dels_else)
+        puts |= puts_then | puts_else
+    all_dels = level_dels + [d for n in nested for d in n[2]]
     for op in ops:
         if isinstance(op, PutRequest):
-            if op.key in puts or deleted(op.key):
+            if op.key in puts or covered(op.key, all_dels):
                 raise DuplicateKey(f"duplicate key given in txn request: {op.key!r}")
             puts.add(op.key)
-    return puts, dels
+    return puts, all_dels
 
 
 def _compare_kv(c: Compare, kv: KeyValue) -> bool:
