@@ -111,10 +111,10 @@ def _check_intervals(ops: tuple[RequestOp, ...]) -> tuple[set[bytes], list[tuple
     puts: set[bytes] = set()
     for i, (puts_then, puts_else, _) in enumerate(nested):
         others = level_dels + [d for j, n in enumerate(nested) if j != i for d in n[2]]
-        for k in puts_then:
+        for k in sorted(puts_then):  # sorted: the same error message on every member
             if k in puts or covered(k, others):
                 raise DuplicateKey(f"duplicate key given in txn request: {k!r}")
-        for k in puts_else:
+        for k in sorted(puts_else):
             if (k in puts and k not in puts_then) or covered(k, others):
                 raise DuplicateKey(f"duplicate key given in txn request: {k!r}")
         puts |= puts_then | puts_else
