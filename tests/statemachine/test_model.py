@@ -276,6 +276,82 @@ class StateMachineVsModel(RuleBasedStateMachine):
         assert list(resp.kvs) == shown
         assert resp.more == (len(shown) < len(want))
 
+    @rule(
+        r=ranges,
+        sort_target=st.sampled_from(api.SortTarget),
+        order=st.sampled_from(api.SortOrder),
+        limit=st.integers(0, 3),
+        min_mod=st.integers(0, 6),
+        max_create=st.sampled_from([0, 0, 4, 8]),
+        keys_only=st.booleans(),
+    )
+    def read_sorted(
+        self,
+        r: tuple[bytes, bytes],
+        sort_target: api.SortTarget,
+        order: api.SortOrder,
+        limit: int,
+        min_mod: int,
+        max_create: int,
+        keys_only: bool,
+    ) -> None:
+        req = RangeRequest(
+            r[0],
+            r[1],
+            limit=limit,
+            sort_order=order,
+            sort_target=sort_target,
+            keys_only=keys_only,
+            min_mod_revision=min_mod,
+            max_create_revision=max_create,
+        )
+        resp = self.d.fsm.range(req)
+        every = self.m.range(r[0], r[1], self.m.rev)
+        want = [
+            kv
+            for kv in every
+            if kv.mod_revision >= min_mod and (not max_create or kv.create_revision <= max_create)
+        ]
+        attr = {
+            api.SortTarget.KEY: lambda kv: kv.key,
+            api.SortTarget.VERSION: lambda kv: kv.version,
+            api.SortTarget.CREATE: lambda kv: kv.create_revision,
+            api.SortTarget.MOD: lambda kv: kv.mod_revision,
+            api.SortTarget.VALUE: lambda kv: kv.value,
+        }[sort_target]
+        if order == api.SortOrder.DESCEND:
+            want = sorted(want, key=attr, reverse=True)  # stable: ties keep key order
+        elif order == api.SortOrder.ASCEND or sort_target != api.SortTarget.KEY:
+            want = sorted(want, key=attr)
+        shown = want[:limit] if limit else want
+        if keys_only:
+            shown = [
+                KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+                for kv in shown
+            ]
+        assert list(resp.kvs) == shown
+        assert resp.count == len(every)
+        assert resp.more == (len(shown) < len(want))
+
+    @rule(ids=st.lists(st.sampled_from([*LEASE_IDS, 9]), max_size=3, unique=True))
+    def expire(self, ids: list[int]) -> None:
+        """A LeaseExpire entry revokes each listed lease that exists, one revision each."""
+        r = self.d.apply(api.LeaseExpireRequest(tuple(ids)))
+        assert r.error is None
+        assert isinstance(r.response, api.LeaseExpireResponse)
+        assert r.response.revoked == tuple(i for i in ids if i in self.m.leases)
+        for lease_id in r.response.revoked:
+            self.m.leases.remove(lease_id)
+            new_rev = self.m.rev + 1
+            doomed = [
+                kv for kv in self.m.range(b"\0", ALL_KEYS, self.m.rev) if kv.lease == lease_id
+            ]
+            for kv in doomed:
+                self.m.hist[kv.key].append((new_rev, None))
+            if doomed:
+                self.m.rev = new_rev
+        assert r.revision == self.m.rev
+
     @precondition(lambda self: self.m.compact < self.m.rev)
     @rule()
     def history_events(self) -> None:
