@@ -20,13 +20,14 @@ def run_seeds(
     nodes: int | None = None,
     mutation: str | None = None,
     stop_at_first: bool = False,
+    bootstrap_snapshot: bool = True,
 ) -> tuple[int, list[RunResult]]:
     """Run each seed; returns (seeds run, failing results in seed order)."""
     failed: list[RunResult] = []
     count = 0
     for seed in seeds:
         count += 1
-        res = run(seed, steps, nodes, mutation)
+        res = run(seed, steps, nodes, mutation, bootstrap_snapshot=bootstrap_snapshot)
         if res.violation is not None:
             failed.append(res)
             if stop_at_first:
@@ -59,6 +60,14 @@ def run_seeds(
 )
 @click.option("--stop/--no-stop", default=False, help="Stop at the first violation.")
 @click.option(
+    "--bootstrap",
+    type=click.Choice(["snapshot", "conf"]),
+    default="snapshot",
+    show_default=True,
+    help="Initial members start from a snapshot holding the config, or from the bare "
+    "MemoryStorage(ConfState(voters)) (exposes core bug sim-2).",
+)
+@click.option(
     "--trace",
     "trace_len",
     type=int,
@@ -74,6 +83,7 @@ def main(
     one_seed: int | None,
     mutation: str | None,
     stop: bool,
+    bootstrap: str,
     trace_len: int,
 ) -> None:
     """Deterministic simulation of a raftkv cluster under faults."""
@@ -84,7 +94,14 @@ def main(
     if mutation is not None and mutation not in MUTATIONS:
         raise click.BadParameter(f"unknown mutation {mutation!r}", param_hint="--mutation")
     seeds: range | list[int] = [one_seed] if one_seed is not None else range(first, first + n_seeds)
-    count, failed = run_seeds(seeds, steps, nodes, mutation, stop_at_first=stop)
+    count, failed = run_seeds(
+        seeds,
+        steps,
+        nodes,
+        mutation,
+        stop_at_first=stop,
+        bootstrap_snapshot=bootstrap == "snapshot",
+    )
     click.echo(f"{count} seeds, {len(failed)} violations")
     if failed:
         res = failed[0]
@@ -94,6 +111,7 @@ def main(
             f"replay: python -m jepsen_like.sim --seed {res.seed} --steps {res.steps}"
             + (f" --nodes {nodes}" if nodes else "")
             + (f" --mutation {mutation}" if mutation else "")
+            + (f" --bootstrap {bootstrap}" if bootstrap != "snapshot" else "")
         )
         for line in res.trace(trace_len):
             click.echo("  " + line)

@@ -628,10 +628,12 @@ def run(
     mutation: str | None = None,
     schedule: Schedule | None = None,
     liveness: bool = True,
+    bootstrap_snapshot: bool = True,
 ) -> RunResult:
     """Run one seed: ``steps`` steps of faults, then heal and check liveness."""
     n = nodes or nodes_for_seed(seed)
-    cluster = Cluster(seed, n, frozenset({mutation}) if mutation else frozenset())
+    muts = frozenset({mutation}) if mutation else frozenset()
+    cluster = Cluster(seed, n, muts, bootstrap_snapshot=bootstrap_snapshot)
     if schedule is None:
         schedule = make_schedule(random.Random(cluster.rng.getrandbits(64)), steps)
     by_step: dict[int, list[Fault]] = {}
