@@ -107,7 +107,8 @@ class SimNode:
     rn: RawNode | None = None
     app: App | None = None
     clock: int = 1  # tick once every ``clock`` steps; 0: frozen
-    commit: int = 0  # the durable commit index the checker has seen
+    commit: int = 0  # the highest commit index the checker has seen persisted
+    synced_commit: int = 0  # the commit index of the last hard state written with an fsync
     role: StateRole = StateRole.FOLLOWER
     reports: list[tuple[int, bool]] = field(default_factory=list)  # (peer, snapshot ok?)
     unreachable: set[int] = field(default_factory=set)  # peers a send to was refused
@@ -217,6 +218,7 @@ class Cluster:
         )
         node.rn = RawNode(cfg)
         node.commit = max(node.commit, storage.hard_state.commit)
+        node.synced_commit = storage.hard_state.commit
         node.role = StateRole.FOLLOWER
         node.clock = 1
         return node
@@ -308,6 +310,8 @@ class Cluster:
                     checker.on_commit(node.id, node.commit, hs.commit, hs.term, storage)
                     node.commit = hs.commit
                     advanced = True
+            if rd.must_sync or rd.snapshot is not None:
+                node.synced_commit = storage.hard_state.commit
             if self.triggers and self._trigger(node, rd, advanced):
                 return  # crashed after persisting, before sending anything
             # 2. send
@@ -346,6 +350,17 @@ class Cluster:
                     self._call(node, rn.report_unreachable, peer)
                 node.unreachable.clear()
 
+    def _crash(self, node: SimNode) -> None:
+        """Lose the process and whatever was written without an fsync: a hard state written
+        by a Ready with ``must_sync=False`` (only its commit index can differ) is lost."""
+        node.rn = None
+        node.app = None
+        st = node.storage
+        hs = st.hard_state
+        commit = max(node.synced_commit, st.snapshot().meta.index)
+        if hs.commit > commit:
+            st.set_hard_state(HardState(hs.term, hs.vote, commit))
+
     def _trigger(self, node: SimNode, rd: Ready, advanced: bool) -> bool:
         """Fire the first armed crash trigger this Ready matches; True if the node crashed."""
         leading = node.rn is not None and node.rn.raft.state == StateRole.LEADER
@@ -361,8 +376,7 @@ class Cluster:
                 del self.triggers[i]
                 if t.tag:
                     self.tags[t.tag] = node.id
-                node.rn = None
-                node.app = None
+                self._crash(node)
                 self.log(f"crash n{node.id} between persist and send ({t.kind})")
                 return True
         return False
@@ -448,8 +462,7 @@ class Cluster:
                 self.triggers.append(_Trigger(_ON_READY, self.now + f.arg, 0, node.id))
                 self.log(f"armed: crash n{node.id} in its next ready")
             else:
-                node.rn = None
-                node.app = None
+                self._crash(node)
                 self.log(f"crash n{node.id}")
         elif k == FaultKind.RESTART:
             if node.rn is None:
