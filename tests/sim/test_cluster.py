@@ -9,6 +9,12 @@ from jepsen_like.sim.faults import Fault, FaultKind, Target
 LOCKSTEP = net.NetConfig(drop=0.0, duplicate=0.0, min_delay=1, max_delay=1)
 
 
+def state_of(n: SimNode) -> tuple[int, bytes]:
+    """(applied index, hash chain) of a live node's app."""
+    assert n.app is not None, f"node {n.id} is down"
+    return n.app.applied, n.app.chain
+
+
 def elected(c: Cluster) -> SimNode:
     for _ in range(200):
         c.step()
@@ -38,8 +44,7 @@ def test_a_crash_loses_the_commit_index_written_without_fsync() -> None:
     c.step((Fault(0, FaultKind.RESTART, Target.TAGGED, tag=9),))
     for _ in range(20):
         c.step()
-    assert follower.app is not None and lead.app is not None
-    assert (follower.app.applied, follower.app.chain) == (lead.app.applied, lead.app.chain)
+    assert state_of(follower) == state_of(lead)
     assert c.checker.ok, c.checker.violations
 
 
@@ -59,13 +64,12 @@ def test_restart_restores_the_app_from_the_snapshot_and_replays_the_log() -> Non
     c.step((Fault(0, FaultKind.PROPOSE, Target.LEADER, arg=2),))
     for _ in range(5):
         c.step()
-    want = (node.app.applied, node.app.chain)
+    want = state_of(node)
     c.step((Fault(0, FaultKind.CRASH, Target.TAGGED, tag=1),))
     c.step((Fault(0, FaultKind.RESTART, Target.TAGGED, tag=1),))
-    assert node.app is not None
     for _ in range(5):
         c.step()
-    assert (node.app.applied, node.app.chain) == want
+    assert state_of(node) == want
     assert c.checker.ok, c.checker.violations
 
 
