@@ -119,9 +119,22 @@ def serve(
         election_tick=election_ticks,
         snapshot_count=snapshot_count,
     )
+    import os
+
+    from raftkv.node import UNSAFE_SWITCHES
+
+    test_hooks = os.environ.get("RAFTKV_TEST_HOOKS") == "1"
+    unsafe = frozenset(x for x in os.environ.get("RAFTKV_UNSAFE", "").split(",") if x)
+    if unsafe:
+        unknown = unsafe - UNSAFE_SWITCHES.keys()
+        if unknown or not test_hooks:
+            raise click.UsageError(
+                f"RAFTKV_UNSAFE needs RAFTKV_TEST_HOOKS=1 and names from {sorted(UNSAFE_SWITCHES)}"
+            )
+        cfg.unsafe = unsafe
     _use_uvloop()
     try:
-        asyncio.run(_serve(cfg, metrics_addr))
+        asyncio.run(_serve(cfg, metrics_addr, test_hooks))
     except Exception as e:  # startup failures: one clear line, non-zero exit
         click.echo(f"Error: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
@@ -134,14 +147,16 @@ def _use_uvloop() -> None:
         uvloop.install()
 
 
-async def _serve(cfg: object, metrics_addr: str | None) -> None:
+async def _serve(cfg: object, metrics_addr: str | None, test_hooks: bool = False) -> None:
     from raftkv.metrics import MetricsServer
     from raftkv.node import Node, NodeConfig, tcp_transport_factory
     from raftkv.server import Server
 
     assert isinstance(cfg, NodeConfig)
     node = await Node.start(cfg, tcp_transport_factory)
-    server = Server(node, cfg.client_addr)
+    server = Server(node, cfg.client_addr, test_hooks=test_hooks)
+    if cfg.unsafe:
+        log.warning("UNSAFE test switches enabled: %s", ",".join(sorted(cfg.unsafe)))
     metrics: MetricsServer | None = None
     try:
         await server.start()

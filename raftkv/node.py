@@ -64,6 +64,15 @@ from raftkv.storage.sqlite import SQLiteStorage
 
 log = logging.getLogger("raftkv.node")
 
+UNSAFE_SWITCHES: dict[str, str] = {
+    "stale_reads": "serve linearizable reads from local state, without ReadIndex",
+    "ack_before_fsync": "send, apply and acknowledge a Ready before it is persisted",
+    "apply_twice": "forget exactly-once: a retried write is applied again",
+    "no_persist_vote": "leave the vote out of the persisted hard state (core mutation)",
+}
+"""Deliberately broken behaviours, for proving the jepsen_like harness can fail.  Enabled only
+through ``RAFTKV_UNSAFE`` (comma-separated names) together with ``RAFTKV_TEST_HOOKS=1``."""
+
 ENTRY_KV = b"K"
 ENTRY_MEMBER = b"M"
 NODE_SNAPSHOT_VERSION = 1
@@ -199,6 +208,9 @@ class NodeConfig:
     """How often the leader checks lease expiry and checkpoints."""
     fsm_factory: Callable[[], KVStateMachine] = field(default_factory=lambda: _default_fsm)
     mutations: frozenset[str] = frozenset()
+    """Test-only Raft core mutations (raftkv.raft.config.MUTATIONS)."""
+    unsafe: frozenset[str] = frozenset()
+    """Test-only unsafe switches (UNSAFE_SWITCHES) that jepsen_like must catch."""
     rng_seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -241,7 +253,8 @@ class Node:
                 check_quorum=True,
                 pre_vote=True,
                 rng=random.Random(cfg.rng_seed if cfg.rng_seed is not None else os.urandom(8)),
-                mutations=cfg.mutations,
+                mutations=cfg.mutations
+                | ({"no_persist_vote"} if "no_persist_vote" in cfg.unsafe else set()),
             )
         )
         self.applied_index = snap.meta.index
@@ -259,6 +272,8 @@ class Node:
         self.started_at = time.monotonic()
         self.leader_changes = 0
         self._attrs_applied = False
+        self.clock_skew = 0.0
+        """Test hook: seconds added to this member's lease clock (the ``clock`` nemesis)."""
         self.listeners: list[Callable[[ApplyResult], None]] = []
         """Called for every applied KV entry (the watch hub subscribes here)."""
         self.stats: dict[str, float] = {
@@ -428,7 +443,14 @@ class Node:
             log.exception("ready loop crashed")
             self._fail_all(StorageError(f"node failed: {e}"))
 
+    def lease_now(self) -> float:
+        """The leader-local lease clock (monotonic, plus the test-only skew)."""
+        return time.monotonic() + self.clock_skew
+
     async def _handle_ready(self, rd: Ready) -> None:
+        if "ack_before_fsync" in self.cfg.unsafe:
+            await self._handle_ready_unsafe(rd)
+            return
         # 1. persist (one transaction, fsynced; queued saves share one fsync)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             t0 = time.perf_counter()
@@ -457,6 +479,27 @@ class Node:
         self._release_apply_waiters()
         if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count:
             await self._take_snapshot()
+
+    async def _handle_ready_unsafe(self, rd: Ready) -> None:
+        """UNSAFE (test only): talk and acknowledge first, persist in the background."""
+        if rd.messages and self.transport is not None:
+            self.transport.send(list(rd.messages))
+        if rd.snapshot is not None:
+            self._apply_snapshot(rd.snapshot.data, rd.snapshot.meta.index)
+            self.conf_state = rd.snapshot.meta.conf_state
+        for e in rd.committed_entries:
+            self._apply_entry(e)
+        for rs in rd.read_states:
+            fut = self._read_waiters.pop(rs.request_ctx, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader_id, rd.soft_state.role)
+        self.rn.advance(rd)
+        self._release_apply_waiters()
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            await asyncio.sleep(0.05)  # the window in which an acknowledged write is volatile
+            await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         self.leader_changes += 1
@@ -631,7 +674,7 @@ class Node:
         while not self._stopping:
             await asyncio.sleep(self.cfg.lease_interval)
             lessor = self.fsm.lessor  # a snapshot restore replaces it
-            now = time.monotonic()
+            now = self.lease_now()
             leading = self.is_leader
             if not leading:
                 if lessor.is_primary:
@@ -703,6 +746,8 @@ class Node:
             from raftkv.errors import TooManyRequests
 
             raise TooManyRequests(retry_after=0.05)
+        if "apply_twice" in self.cfg.unsafe:
+            client_id = seq = 0  # UNSAFE (test only): no exactly-once tag, retries re-apply
         cmd = Command(request=request, client_id=client_id, seq=seq, now=time.time())
         data = ENTRY_KV + codec.encode_command(cmd)
         return await self._propose_raw(data, timeout)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -82,7 +81,11 @@ class _Conn:
 
 class Server:
     def __init__(
-        self, node: Node, listen_addr: str, max_frame: int = wire.MAX_CLIENT_FRAME
+        self,
+        node: Node,
+        listen_addr: str,
+        max_frame: int = wire.MAX_CLIENT_FRAME,
+        test_hooks: bool = False,
     ) -> None:
         self.node = node
         self.host, self.port = split_addr(listen_addr)
@@ -110,6 +113,8 @@ class Server:
             Method.SNAPSHOT: self.stream_snapshot,
         }
         self.extra_handlers: dict[str, Handler] = {}
+        if test_hooks:
+            self.extra_handlers["debug_fault"] = self._debug_fault
         self.hub = WatchHub(lambda: node.fsm)
         node.listeners.append(self.hub.on_apply)
 
@@ -278,7 +283,7 @@ class Server:
 
     async def _range(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(RangeRequest, payload)
-        if not req.serializable:
+        if not req.serializable and "stale_reads" not in self.node.cfg.unsafe:
             await self.node.read_barrier()
         resp = self.node.fsm.range(req)
         return codec.to_plain(self._with_header(resp))
@@ -303,13 +308,13 @@ class Server:
         req = codec.from_plain(LeaseTimeToLiveRequest, payload)
         self._lease_authority()
         await self.node.read_barrier()
-        resp = self.node.fsm.time_to_live(req, time.monotonic())
+        resp = self.node.fsm.time_to_live(req, self.node.lease_now())
         return codec.to_plain(self._with_header(resp))
 
     async def _lease_keep_alive(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(LeaseKeepAliveRequest, payload)
         self._lease_authority()
-        resp, reset = self.node.fsm.keep_alive(req, time.monotonic())
+        resp, reset = self.node.fsm.keep_alive(req, self.node.lease_now())
         if reset is not None:
             # The budget in the log is below the TTL: record the renewal before answering, so
             # a new leader does not fall back to the old budget.
@@ -381,6 +386,30 @@ class Server:
         target = _int(_dict(payload), "id")
         await self.node.transfer_leadership(target)
         return {"leader": self.node.leader_id}
+
+    async def _debug_fault(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        """TEST ONLY (``RAFTKV_TEST_HOOKS=1``): fault injection for jepsen_like nemeses.
+
+        ``{"block": [ids], "drop": {id: p}, "delay": {id: s}, "heal": true,
+        "clock_skew": seconds}`` — ``block`` cuts this member's traffic to and from those
+        peers (both directions, at this end); ``heal`` undoes every link fault.
+        """
+        p = _dict(payload)
+        inner = getattr(self.node.transport, "inner", None)
+        faults = getattr(inner, "faults", None)
+        if faults is None:
+            raise InvalidArgument("this transport has no fault hooks")
+        if p.get("heal"):
+            faults.heal()
+        for pid in p.get("block", []) or []:
+            faults.block(int(pid))
+        for pid, prob in (p.get("drop") or {}).items():
+            faults.set_drop(int(pid), float(prob))
+        for pid, secs in (p.get("delay") or {}).items():
+            faults.set_delay(int(pid), float(secs))
+        if "clock_skew" in p:
+            self.node.clock_skew = float(p["clock_skew"])
+        return {"ok": True, "id": self.node.id}
 
     def snapshot_bytes(self) -> bytes:
         from raftkv.node import _node_snapshot
