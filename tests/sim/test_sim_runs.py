@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -101,3 +105,21 @@ def test_cli_refuses_an_unknown_mutation() -> None:
 def test_nodes_option_fixes_the_cluster_size() -> None:
     assert {run(s, 30, nodes=5, liveness=False).nodes for s in range(3)} == {5}
     assert [run(s, 30, liveness=False).nodes for s in range(3)] == [3, 5, 7]
+
+
+def test_replay_is_identical_across_processes_and_hash_seeds() -> None:
+    def replay(hash_seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        args = ["--seed", "1", "--steps", "200", "--mutation", "skip_log_matching_check"]
+        out = subprocess.run(
+            [sys.executable, "-m", "jepsen_like.sim", *args, "--trace", "1000"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 1, out.stderr
+        return out.stdout
+
+    assert replay("1") == replay("2")
