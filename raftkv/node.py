@@ -198,6 +198,8 @@ class NodeConfig:
     heartbeat_tick: int = 1
     snapshot_count: int = 10_000
     """Applied entries between two snapshots (then the log is compacted)."""
+    fork_snapshot_keys: int = 50_000
+    """States with at least this many keys are snapshotted by a forked child."""
     snapshot_catchup_entries: int = 5_000
     """Entries kept in the log after a snapshot so slow followers avoid a snapshot."""
     max_size_per_msg: int = 1 << 20
@@ -272,6 +274,7 @@ class Node:
         self.started_at = time.monotonic()
         self.leader_changes = 0
         self._attrs_applied = False
+        self._snapshotting = False
         self.clock_skew = 0.0
         """Test hook: seconds added to this member's lease clock (the ``clock`` nemesis)."""
         self.listeners: list[Callable[[ApplyResult], None]] = []
@@ -608,18 +611,57 @@ class Node:
                 self.transport.remove_peer(pid)
 
     async def _take_snapshot(self) -> None:
+        """Snapshot the state machine at the applied index, then compact the log.
+
+        Small states are serialised inline.  Large ones (``fork_snapshot_keys`` and up) are
+        serialised by a forked child, which sees a copy-on-write image of the state at this
+        instant, so the event loop keeps ticking, heartbeating and applying meanwhile (no
+        multi-second pause with a million keys).
+        """
+        if self._snapshotting:
+            return
         index = self.applied_index
-        data = _node_snapshot(self.fsm, self.members)
+        self._snapshotting = True
+        self.snapshot_index = index  # do not trigger again while this one runs
         try:
+            if len(self.fsm.store) >= self.cfg.fork_snapshot_keys and hasattr(os, "fork"):
+                data = await self._snapshot_in_child()
+            else:
+                data = _node_snapshot(self.fsm, self.members)
             await self.storage.create_snapshot(index, self.conf_state, data)
         except RaftError:
             return
-        self.snapshot_index = index
+        except OSError as e:
+            log.warning("snapshot failed, will retry: %s", e)
+            self.snapshot_index = 0
+            return
+        finally:
+            self._snapshotting = False
         compact_to = index - self.cfg.snapshot_catchup_entries
         if compact_to > self.storage.first_index():
             with contextlib.suppress(RaftError):
                 await self.storage.compact(compact_to)
         log.info("snapshot taken", extra={"index": index})
+
+    async def _snapshot_in_child(self) -> bytes:
+        tmp = self.cfg.data_dir / f"snap-child-{os.getpid()}.tmp"
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; it never returns
+            code = 0
+            try:
+                tmp.write_bytes(_node_snapshot(self.fsm, self.members))
+            except BaseException:
+                code = 1
+            os._exit(code)
+        loop = asyncio.get_running_loop()
+        _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        try:
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise OSError(f"snapshot child exited with status {status}")
+            return await asyncio.to_thread(tmp.read_bytes)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def _release_apply_waiters(self) -> None:
         if not self._apply_waiters:

@@ -66,3 +66,21 @@ async def test_learner_catches_up_through_snapshot_and_is_promoted(tmp_path: Pat
         await leader.node.promote_member(m.node.id)
         assert m.node.id in leader.node.conf_state.voters
         await cluster.wait_converged()
+
+
+async def test_forked_snapshot_survives_restart(tmp_path: Path) -> None:
+    """Large states are snapshotted by a forked child; the result must load on restart."""
+    async with LocalCluster(3, tmp_path, snapshot_count=100, fork_snapshot_keys=10) as cluster:
+        leader = await cluster.wait_leader()
+        assert leader.node is not None
+        for i in range(250):
+            await leader.node.propose(PutRequest(b"f%04d" % i, b"v%d" % i))
+        await cluster.wait_converged()
+        assert leader.node.storage.snapshot().meta.index >= 100
+        await cluster.stop_member(leader.name)
+        await cluster.start_member(leader.name)
+        await cluster.wait_converged()
+        m = cluster.members[leader.name]
+        assert m.node is not None
+        resp = m.node.fsm.range(RangeRequest(b"f", b"g", count_only=True))
+        assert resp.count == 250
