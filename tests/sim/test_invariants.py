@@ -131,3 +131,13 @@ def test_read_index_must_cover_commits_known_when_requested() -> None:
     c.on_read_index(b"r2")
     c.on_read_state(3, ReadState(3, b"r2"))
     assert names(c) == ["linearizable read"]
+
+
+def test_persistence_a_grant_from_an_older_term_in_the_same_ready_is_fine() -> None:
+    # One Ready: granted 3 in term 11, then moved to term 12 and granted 5 (seed 5263).
+    c = Checker()
+    hs = HardState(term=12, vote=5, commit=0)
+    c.on_message_out(2, Message(MessageType.VOTE_RESP, to=3, frm=2, term=11), hs, 5)
+    c.on_message_out(2, Message(MessageType.VOTE_RESP, to=5, frm=2, term=12), hs, 5)
+    c.on_message_out(2, Message(MessageType.APP_RESP, to=3, frm=2, term=11, index=9), hs, 5)
+    assert c.ok
