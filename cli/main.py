@@ -32,6 +32,11 @@ def benchmark_core(total: int, batch: int, nodes: int, val_size: int) -> None:
     )
 
 
+from cli.bench import register as _register_bench  # noqa: E402
+
+_register_bench(cli)  # benchmark put|range|txn|failover, check perf
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,321 @@
+"""``raftkv benchmark put|range|txn|failover`` and ``raftkv check perf``.
+
+The commands live here and are attached to the ``benchmark`` group and the root group at the
+end of :mod:`cli.main`.  Reports go to stdout, progress bars to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from raftkv.errors import RaftKVError
+
+DEFAULT_ENDPOINTS = "127.0.0.1:2379"
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def endpoints_option(f: F) -> F:
+    return click.option(
+        "--endpoints",
+        default=None,
+        metavar="HOST:PORT,...",
+        help="Client endpoints (default: the global --endpoints, $RAFTKV_ENDPOINTS, "
+        f"{DEFAULT_ENDPOINTS}).",
+    )(f)
+
+
+def resolve_endpoints(value: str | None) -> list[str]:
+    """This command's --endpoints, else the root group's, else the environment, else local."""
+    if not value:
+        root = click.get_current_context().find_root()
+        given = root.params.get("endpoints")
+        if isinstance(given, list | tuple):
+            given = ",".join(given)
+        value = str(given) if given else os.environ.get("RAFTKV_ENDPOINTS", DEFAULT_ENDPOINTS)
+    eps = [e.strip() for e in value.split(",") if e.strip()]
+    if not eps:
+        raise click.UsageError("no endpoints")
+    return eps
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a benchmark coroutine; raftkv errors become one ``Error: ...`` line and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except RaftKVError as e:
+        raise click.ClickException(f"{type(e).__name__}: {e}") from None
+
+
+def _bar(length: int, label: str) -> Any:
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=False)
+
+
+# --- benchmark put | range | txn ------------------------------------------------------------
+
+
+def _load_options(f: F) -> F:
+    for opt in reversed(
+        [
+            endpoints_option,
+            click.option("--clients", default=1, show_default=True, help="Logical clients."),
+            click.option("--conns", default=1, show_default=True, help="Connections."),
+            click.option("--total", default=10_000, show_default=True, help="Requests."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@click.command("put")
+@_load_options
+@click.option("--key-size", default=8, show_default=True, help="Key size in bytes.")
+@click.option("--val-size", default=8, show_default=True, help="Value size in bytes.")
+@click.option(
+    "--key-space-size",
+    default=0,
+    show_default=True,
+    help="Distinct keys; 0 means --total (with --sequential-keys, every key new).",
+)
+@click.option("--sequential-keys", is_flag=True, help="Key i for request i (else random).")
+@click.option("--prefix", default="", help="Key prefix (counts towards --key-size).")
+def bench_put(
+    endpoints: str | None,
+    clients: int,
+    conns: int,
+    total: int,
+    key_size: int,
+    val_size: int,
+    key_space_size: int,
+    sequential_keys: bool,
+    prefix: str,
+) -> None:
+    """Put TOTAL keys from CLIENTS concurrent clients over CONNS connections (etcd's
+    ``benchmark put``)."""
+    from raftkv.bench.load import run_put
+
+    eps = resolve_endpoints(endpoints)
+    with _bar(total, "put") as bar:
+        r = run(
+            run_put(
+                eps,
+                clients=clients,
+                conns=conns,
+                total=total,
+                key_size=key_size,
+                val_size=val_size,
+                key_space=key_space_size,
+                sequential_keys=sequential_keys,
+                prefix=prefix.encode(),
+                progress=bar.update,
+            )
+        )
+    click.echo(r.stats.render(f"put: {clients} clients, {conns} conns, {val_size}-byte values"))
+    if r.stats.errors:
+        sys.exit(1)
+
+
+@click.command("range")
+@_load_options
+@click.argument("key")
+@click.argument("range_end", required=False)
+@click.option(
+    "--consistency",
+    type=click.Choice(["l", "s"]),
+    default="l",
+    show_default=True,
+    help="l: linearizable (ReadIndex), s: serializable (local state).",
+)
+def bench_range(
+    endpoints: str | None,
+    clients: int,
+    conns: int,
+    total: int,
+    key: str,
+    range_end: str | None,
+    consistency: str,
+) -> None:
+    """Get KEY (or [KEY, RANGE_END)) TOTAL times (etcd's ``benchmark range``)."""
+    from raftkv.bench.load import run_range
+
+    eps = resolve_endpoints(endpoints)
+    with _bar(total, "range") as bar:
+        r = run(
+            run_range(
+                eps,
+                key=key.encode(),
+                range_end=range_end.encode() if range_end else None,
+                serializable=consistency == "s",
+                clients=clients,
+                conns=conns,
+                total=total,
+                progress=bar.update,
+            )
+        )
+    kind = "serializable" if consistency == "s" else "linearizable"
+    click.echo(r.stats.render(f"range ({kind}): {clients} clients, {conns} conns"))
+    if r.stats.errors:
+        sys.exit(1)
+
+
+@click.command("txn")
+@_load_options
+@click.option("--key-size", default=8, show_default=True)
+@click.option("--val-size", default=8, show_default=True)
+@click.option("--txn-ops", default=1, show_default=True, help="Puts per txn.")
+@click.option("--prefix", default="", help="Key prefix (counts towards --key-size).")
+def bench_txn(
+    endpoints: str | None,
+    clients: int,
+    conns: int,
+    total: int,
+    key_size: int,
+    val_size: int,
+    txn_ops: int,
+    prefix: str,
+) -> None:
+    """TOTAL txns, each putting --txn-ops new keys if the first does not exist yet."""
+    from raftkv.bench.load import run_txn
+
+    eps = resolve_endpoints(endpoints)
+    with _bar(total, "txn") as bar:
+        r = run(
+            run_txn(
+                eps,
+                clients=clients,
+                conns=conns,
+                total=total,
+                key_size=key_size,
+                val_size=val_size,
+                ops_per_txn=txn_ops,
+                prefix=prefix.encode(),
+                progress=bar.update,
+            )
+        )
+    click.echo(r.stats.render(f"txn: {clients} clients, {conns} conns, {txn_ops} puts per txn"))
+    if r.stats.errors:
+        sys.exit(1)
+
+
+# --- benchmark failover ---------------------------------------------------------------------
+
+
+@click.command("failover")
+@click.option("--nodes", default=3, show_default=True, help="Cluster size.")
+@click.option("--runs", default=1, show_default=True, help="Fresh clusters, one kill each.")
+@click.option("--warmup", default=2.0, show_default=True, help="Seconds of writes first.")
+@click.option("--after", default=50, show_default=True, help="Acked writes after the kill.")
+@click.option("--tick-ms", default=100, show_default=True)
+@click.option("--election-ticks", default=10, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep data and logs here (default: a temporary directory, removed).",
+)
+def bench_failover(
+    nodes: int,
+    runs: int,
+    warmup: float,
+    after: int,
+    tick_ms: int,
+    election_ticks: int,
+    data_dir: Path | None,
+) -> None:
+    """Start NODES real ``raftkv serve`` processes, write continuously, SIGKILL the leader and
+    report how long writes stopped.  Stops every process it starts."""
+    from raftkv.bench.failover import measure_failover, process_cluster
+
+    gaps: list[float] = []
+    for i in range(runs):
+        run_dir = data_dir / f"run{i + 1}" if data_dir is not None else None
+        with process_cluster(nodes, run_dir, tick_ms, election_ticks) as cluster:
+            r = run(measure_failover(cluster, warmup=warmup, after=after))
+        click.echo(f"run {i + 1}:")
+        for line in r.lines():
+            click.echo(f"  {line}")
+        gaps.append(r.gap)
+        if r.readable != r.writes_before + r.writes_after:
+            raise click.ClickException("some acknowledged writes were not read back")
+    if runs > 1:
+        click.echo(
+            f"write gap over {runs} runs: min {min(gaps) * 1000:.1f} ms, median "
+            f"{statistics.median(gaps) * 1000:.1f} ms, max {max(gaps) * 1000:.1f} ms"
+        )
+
+
+# --- check perf -----------------------------------------------------------------------------
+
+
+@click.group("check")
+def check() -> None:
+    """Check properties of the cluster (etcdctl ``check``)."""
+
+
+@check.command("perf")
+@endpoints_option
+@click.option(
+    "--load",
+    default="s",
+    show_default=True,
+    help="Workload: s (50 clients, 150 writes/s), m (200, 1000/s), l (500, 8000/s), "
+    "xl (1000, 15000/s).",
+)
+@click.option("--prefix", default="/raftkv-check-perf/", show_default=True)
+@click.option("--duration", default=60.0, show_default=True, help="Seconds of load.")
+@click.option("--conns", default=0, show_default=True, help="Connections; 0: clients/10.")
+def check_perf(endpoints: str | None, load: str, prefix: str, duration: float, conns: int) -> None:
+    """Write at the workload's rate for DURATION seconds; PASS when throughput > 90% of the
+    target, the slowest put <= 0.5 s and the stddev <= 0.1 s (as etcdctl).  Exits 1 on
+    FAIL.  Deletes its keys afterwards."""
+    from raftkv.bench.perf import progress_steps, resolve_load, run_check_perf
+
+    eps = resolve_endpoints(endpoints)
+    try:
+        model = resolve_load(load)
+    except RaftKVError as e:
+        raise click.BadParameter(str(e), param_hint="--load") from None
+    with _bar(progress_steps(duration), f"check perf --load {model.name}") as bar:
+        r = run(
+            run_check_perf(
+                eps,
+                model,
+                prefix=prefix.encode(),
+                duration=duration,
+                conns=conns,
+                progress=bar.update,
+            )
+        )
+    s = r.stats
+    click.echo(
+        f"{s.requests} writes in {s.seconds:.2f} s, target {model.rate}/s from {model.clients} "
+        f"clients; p50 {s.p(50) * 1000:.2f} ms, p99 {s.p(99) * 1000:.2f} ms; "
+        f"{r.deleted} keys deleted"
+    )
+    for line in r.lines():
+        click.echo(line)
+    if not r.passed:
+        sys.exit(1)
+
+
+BENCHMARK_COMMANDS = (bench_put, bench_range, bench_txn, bench_failover)
+
+
+def register(root: click.Group) -> None:
+    """Attach these commands to ``root``: the benchmarks to its ``benchmark`` group (created
+    if missing) and the ``check`` group to ``root`` itself."""
+    group = root.commands.get("benchmark")
+    if not isinstance(group, click.Group):
+        group = click.Group("benchmark", help="Measure throughput and latency.")
+        root.add_command(group)
+    for cmd in BENCHMARK_COMMANDS:
+        group.add_command(cmd)
+    root.add_command(check)
