@@ -319,6 +319,12 @@ class Node:
                 i: Member(i, n, cfg.initial_cluster[n], cfg.client_addr if i == nid else "")
                 for i, n in ids.items()
             }
+            if (
+                cfg.initial_cluster_state == "new"
+                and storage.last_index() == 0
+                and (storage.snapshot().is_empty())
+            ):
+                await _bootstrap(storage, bootstrap, fsm, members)
             snap = storage.snapshot()
             published = False
             if not snap.is_empty():
@@ -957,6 +963,23 @@ class Node:
         if self.leader_id == NONE:
             return False, "no leader"
         return True, ""
+
+
+async def _bootstrap(
+    storage: SQLiteStorage, conf: ConfState, fsm: KVStateMachine, members: dict[int, Member]
+) -> None:
+    """Seed a brand-new member of a new cluster with the initial configuration.
+
+    Every initial member writes the same snapshot at (index 1, term 1) holding the voters and
+    the member table.  The configuration is then part of the replicated state, not only of
+    each member's local bootstrap: a member added later is caught up with that snapshot
+    first and so learns the initial voters (without it, a new member replaying the log from
+    index 1 would only ever see the conf changes after it — found by the simulator, sim-2).
+    """
+    from raftkv.raft import HardState, Snapshot, SnapshotMeta
+
+    snap = Snapshot(SnapshotMeta(1, 1, conf), _node_snapshot(fsm, members))
+    await storage.save(HardState(term=1, vote=NONE, commit=1), [], snap)
 
 
 def _default_fsm() -> KVStateMachine:

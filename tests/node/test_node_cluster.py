@@ -84,3 +84,19 @@ async def test_forked_snapshot_survives_restart(tmp_path: Path) -> None:
         assert m.node is not None
         resp = m.node.fsm.range(RangeRequest(b"f", b"g", count_only=True))
         assert resp.count == 250
+
+
+async def test_member_added_without_compaction_learns_the_initial_voters(tmp_path: Path) -> None:
+    """sim-2 in a real cluster: a new member must learn the voters, not only itself."""
+    async with LocalCluster(3, tmp_path) as cluster:
+        leader = await cluster.wait_leader()
+        assert leader.node is not None
+        for i in range(5):
+            await leader.node.propose(PutRequest(b"p%d" % i, b"v"))
+        m = await cluster.add_member("n4", learner=True)
+        await cluster.wait_converged()
+        assert m.node is not None
+        await leader.node.promote_member(m.node.id)
+        await cluster.wait_converged()
+        assert set(m.node.conf_state.voters) == set(leader.node.conf_state.voters)
+        assert len(m.node.conf_state.voters) == 4
