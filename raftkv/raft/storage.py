@@ -70,6 +70,22 @@ class MemoryStorage:
         # ents[0] is a dummy: (term, index) of the last compacted entry.
         self.ents: list[Entry] = [Entry(term=0, index=0)]
 
+    @classmethod
+    def bootstrap(cls, conf_state: ConfState, data: bytes = b"") -> MemoryStorage:
+        """The storage of an initial member of a new cluster (the bootstrap contract).
+
+        Every initial member starts from the same snapshot at (index 1, term 1) holding the
+        configuration (and the application's initial state ``data``).  The configuration is
+        then part of the replicated log's history: a node added later is caught up with this
+        snapshot first and learns the initial voters.  ``MemoryStorage(conf_state)`` alone
+        keeps the configuration only locally; a node added later and caught up by appends
+        from index 1 would never learn it (found by the simulator).
+        """
+        st = cls(conf_state)
+        st.apply_snapshot(Snapshot(SnapshotMeta(1, 1, conf_state), data))
+        st.set_hard_state(HardState(term=1, vote=0, commit=1))
+        return st
+
     # --- LogStorage ----------------------------------------------------------------------
 
     def initial_state(self) -> tuple[HardState, ConfState]:
