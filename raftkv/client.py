@@ -35,7 +35,7 @@ import itertools
 import os
 import random
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -724,7 +724,7 @@ class Client:
 
     async def lease_keep_alive(
         self, id: int, *, interval: float | None = None
-    ) -> AsyncIterator[LeaseKeepAliveResponse]:
+    ) -> AsyncGenerator[LeaseKeepAliveResponse, None]:
         """Keep lease ``id`` alive while iterating: renew now, then every TTL/3 (or
         ``interval`` seconds), yielding each answer.  Ends with LeaseNotFound once the lease is
         gone, and quietly when the client is closed."""
