@@ -170,6 +170,9 @@ class Cluster:
         inflight = self.rng.choice((1, 4, 256))
         self.max_size_per_msg = size if max_size_per_msg is None else max_size_per_msg
         self.max_inflight = inflight if max_inflight is None else max_inflight
+        # Most runs use both PreVote and CheckQuorum (the production setting); some run
+        # without either, to cover the plain Raft election path.
+        self.pre_vote = self.check_quorum = self.rng.random() < 0.75
         self.net = net.Network(random.Random(self.rng.getrandbits(64)), net_config)
         self.base_net = net_config
         self.mutations = mutations
@@ -211,8 +214,8 @@ class Cluster:
             applied=snap.meta.index,
             max_size_per_msg=self.max_size_per_msg,
             max_inflight_msgs=self.max_inflight,
-            check_quorum=True,
-            pre_vote=True,
+            check_quorum=self.check_quorum,
+            pre_vote=self.pre_vote,
             rng=random.Random(self.rng.getrandbits(64)),
             mutations=self.mutations,
         )

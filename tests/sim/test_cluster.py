@@ -50,25 +50,26 @@ def test_a_crash_loses_the_commit_index_written_without_fsync() -> None:
 
 def test_restart_restores_the_app_from_the_snapshot_and_replays_the_log() -> None:
     c = Cluster(seed=4, n=3, net_config=LOCKSTEP)
-    elected(c)
+    lead = elected(c)
     for _ in range(3):
         c.step((Fault(0, FaultKind.PROPOSE, Target.LEADER, arg=2),))
     for _ in range(5):
         c.step()
-    node = c.nodes[1]
-    assert node.app is not None
-    c.tags[1] = 1
+    node = next(n for n in c.nodes.values() if n is not lead)
+    c.tags[1] = node.id
     c.step((Fault(0, FaultKind.SNAPSHOT, Target.TAGGED, tag=1, arg=1),))
     snap_index = node.storage.snapshot().meta.index
     assert snap_index > 1 and node.storage.first_index() == snap_index
     c.step((Fault(0, FaultKind.PROPOSE, Target.LEADER, arg=2),))
-    for _ in range(5):
+    for _ in range(10):
         c.step()
     want = state_of(node)
+    assert want == state_of(lead) and want[0] > snap_index
     c.step((Fault(0, FaultKind.CRASH, Target.TAGGED, tag=1),))
     c.step((Fault(0, FaultKind.RESTART, Target.TAGGED, tag=1),))
-    for _ in range(5):
+    for _ in range(10):
         c.step()
+    assert c.leader() is lead
     assert state_of(node) == want
     assert c.checker.ok, c.checker.violations
 

@@ -25,6 +25,13 @@ SAFETY = {
 }
 
 
+def first_failing(mutation: str) -> int:
+    """The first seed in 0..199 on which ``mutation`` is caught."""
+    _, failed = run_seeds(range(200), STEPS, mutation=mutation, stop_at_first=True)
+    assert failed, f"{mutation} not caught in 200 seeds"
+    return failed[0].seed
+
+
 def _assert_clean(first: int, count: int) -> None:
     n, failed = run_seeds(range(first, first + count), STEPS)
     assert n == count
@@ -66,8 +73,9 @@ def test_replaying_a_seed_gives_the_same_trace() -> None:
 
 
 def test_replaying_a_failing_seed_gives_the_same_violation_and_trace() -> None:
-    a = run(0, STEPS, mutation="vote_ignores_log")
-    b = run(0, STEPS, mutation="vote_ignores_log")
+    seed = first_failing("vote_ignores_log")
+    a = run(seed, STEPS, mutation="vote_ignores_log")
+    b = run(seed, STEPS, mutation="vote_ignores_log")
     assert a.violation is not None and a.violation == b.violation
     assert a.events == b.events
 
@@ -79,14 +87,15 @@ def test_cli_summary_line_and_exit_code_on_success() -> None:
 
 
 def test_cli_replays_one_seed_and_prints_the_trace() -> None:
-    args = ["--seed", "0", "--steps", str(STEPS), "--mutation", "vote_ignores_log"]
+    seed = first_failing("vote_ignores_log")
+    args = ["--seed", str(seed), "--steps", str(STEPS), "--mutation", "vote_ignores_log"]
     first = CliRunner().invoke(main, args)
     again = CliRunner().invoke(main, args)
     assert first.exit_code == 1
     assert first.output == again.output
     lines = first.output.splitlines()
     assert lines[0] == "1 seeds, 1 violations"
-    assert lines[1].startswith("first failing seed: 0 ")
+    assert lines[1].startswith(f"first failing seed: {seed} ")
     assert "VIOLATION" in lines[-1]
     assert 20 <= len([ln for ln in lines if ln.startswith("  [")]) <= 30
 
@@ -108,9 +117,12 @@ def test_nodes_option_fixes_the_cluster_size() -> None:
 
 
 def test_replay_is_identical_across_processes_and_hash_seeds() -> None:
+    mutation = "skip_log_matching_check"
+    seed = first_failing(mutation)
+
     def replay(hash_seed: str) -> str:
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        args = ["--seed", "1", "--steps", "200", "--mutation", "skip_log_matching_check"]
+        args = ["--seed", str(seed), "--steps", str(STEPS), "--mutation", mutation]
         out = subprocess.run(
             [sys.executable, "-m", "jepsen_like.sim", *args, "--trace", "1000"],
             capture_output=True,
