@@ -1,0 +1,76 @@
+"""Global CLI settings (``--endpoints``, ``-w``, timeouts) and the client they make."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import click
+
+from raftkv.sync_client import SyncClient
+
+DEFAULT_ENDPOINTS = "127.0.0.1:2379"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    endpoints: tuple[str, ...]
+    write_out: str
+    dial_timeout: float
+    command_timeout: float
+
+    def client(self) -> SyncClient:
+        return SyncClient(
+            list(self.endpoints),
+            dial_timeout=self.dial_timeout,
+            command_timeout=self.command_timeout,
+        )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
+
+
+def parse_duration(value: str) -> float:
+    """``"5"``, ``"5s"``, ``"500ms"``, ``"1m"`` -> seconds (as etcdctl's ``--dial-timeout=2s``)."""
+    m = _DURATION.match(value)
+    if m is None:
+        raise ValueError(f"bad duration {value!r} (examples: 2s, 500ms, 1.5)")
+    n = float(m.group(1))
+    unit = m.group(2) or "s"
+    return n / 1000 if unit == "ms" else n * 60 if unit == "m" else n
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def split_endpoints(value: str) -> tuple[str, ...]:
+    eps = tuple(e.strip() for e in value.split(",") if e.strip())
+    if not eps:
+        raise click.BadParameter("no endpoints given")
+    return eps
+
+
+def settings(ctx: click.Context) -> Settings:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Settings):
+        raise click.UsageError("internal: CLI settings missing")
+    return obj
+
+
+def parse_id(value: str) -> int:
+    """A member or lease id as etcdctl prints it (hex); ``0x`` prefix optional."""
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a hexadecimal id") from None
