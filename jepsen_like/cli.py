@@ -85,3 +85,65 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Aborted!", err=True)
         return 1
     return rv if isinstance(rv, int) else 0
+
+
+@cli.command("run")
+@click.option("--workload", "-w", required=True, help="register|set|append|watch|lease")
+@click.option("--nemesis", "-n", default="none", show_default=True, help="e.g. kill,partition")
+@click.option("--time", "time_", type=click.FloatRange(min=1), default=30, show_default=True)
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--clients", type=click.IntRange(1, 200), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
+@click.option("--unsafe", default="", help="RAFTKV_UNSAFE switches (prove the checks can fail).")
+@click.option("--snapshot-count", type=click.IntRange(min=1), default=10_000, show_default=True)
+def run_cmd(
+    workload: str,
+    nemesis: str,
+    time_: float,
+    nodes: int,
+    clients: int,
+    seed: int,
+    out: str | None,
+    unsafe: str,
+    snapshot_count: int,
+) -> None:
+    """Run a fault-injection test against a fresh real cluster and check it.
+
+    Exit 0 only when every checker passes; details go to the run directory.
+    """
+    from jepsen_like.nemesis import parse
+    from jepsen_like.runner import RunOptions, main_run
+    from jepsen_like.workloads import WORKLOADS
+
+    if workload not in WORKLOADS:
+        raise click.UsageError(f"unknown workload {workload!r}: {', '.join(WORKLOADS)}")
+    try:
+        parse(nemesis)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    opts = RunOptions(
+        workload=workload,
+        nemesis=nemesis,
+        time=time_,
+        nodes=nodes,
+        clients=clients,
+        seed=seed,
+        out=out or f"jepsen-out/{workload}-{seed}",
+        unsafe=unsafe,
+        snapshot_count=snapshot_count,
+    )
+    click.get_current_context().exit(main_run(opts))
+
+
+@cli.command("check")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def check_cmd(directory: Path) -> None:
+    """Re-check a stored run directory (history.jsonl + run.json); exit 0 if valid."""
+    from jepsen_like.runner import check_dir
+
+    if not (directory / "run.json").exists():
+        raise click.ClickException(f"{directory}: no run.json (not a run directory)")
+    res = check_dir(directory)
+    click.echo(res.summary)
+    click.get_current_context().exit(0 if res.valid is True else 1)

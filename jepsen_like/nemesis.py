@@ -1,0 +1,533 @@
+"""Nemeses: named faults, combinable, scheduled from the run's seed.
+
+Each nemesis has ``start`` (inject one fault, chosen with the seeded RNG: which member,
+which shape) and ``stop`` (undo it), both returning a small dict that goes into the history
+as a nemesis event, and ``heal`` (undo everything, at the end of the run).  The
+:func:`schedule` loop alternates quiet periods and faults, choosing among the requested
+nemeses, one fault at a time; every choice comes from ``random.Random(seed)`` so a run's fault
+plan is reproducible (the moments shift with the cluster's own timing).
+
+The anchors: Jepsen's etcd analysis (kill, pause, partition shapes including
+majorities-ring and bridge, clock, member), etcd's robustness tests (failpoints, blackhole,
+delay/drop on peer links, compaction during traffic) and our storage contract (a corrupt
+file is refused with CorruptionError, never silently loaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+import raftkv
+from jepsen_like.control import CLUSTER_TOKEN, Control
+from jepsen_like.workloads.base import NEMESIS, Recorder
+from raftkv.errors import RaftKVError
+from raftkv.protocol import member_id
+from raftkv.storage.failpoints import POINTS
+
+Info = dict[str, Any]
+
+
+class Nemesis(Protocol):
+    name: str
+
+    async def start(self, c: Control, rng: random.Random) -> Info: ...
+
+    async def stop(self, c: Control) -> Info: ...
+
+    async def heal(self, c: Control) -> None: ...
+
+
+async def _targets(c: Control, rng: random.Random, mode: str) -> list[str]:
+    """Members to hit: the leader, one at random, or a majority (always a strict subset)."""
+    live = [n for n in c.names if c.alive(n) and n not in c.paused]
+    if not live:
+        return []
+    if mode == "leader":
+        lead = await c.leader()
+        return [lead] if lead is not None else [rng.choice(live)]
+    if mode == "majority":
+        k = len(c.names) // 2 + 1
+        return rng.sample(live, min(k, len(live)))
+    return [rng.choice(live)]
+
+
+class Kill:
+    """SIGKILL the leader, a random member or a majority; ``stop`` restarts them."""
+
+    name = "kill"
+
+    def __init__(self) -> None:
+        self.killed: list[str] = []
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        mode = rng.choice(["leader", "random", "majority"])
+        self.killed = await _targets(c, rng, mode)
+        for n in self.killed:
+            await c.kill(n)
+        return {"mode": mode, "nodes": self.killed}
+
+    async def stop(self, c: Control) -> Info:
+        for n in self.killed:
+            c.restart(n)
+        done, self.killed = self.killed, []
+        return {"restarted": done}
+
+    async def heal(self, c: Control) -> None:
+        await self.stop(c)
+
+
+class Pause:
+    """SIGSTOP the leader, a random member or a majority; ``stop`` sends SIGCONT."""
+
+    name = "pause"
+
+    def __init__(self) -> None:
+        self.paused: list[str] = []
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        mode = rng.choice(["leader", "random", "majority"])
+        self.paused = await _targets(c, rng, mode)
+        for n in self.paused:
+            c.pause(n)
+        return {"mode": mode, "nodes": self.paused}
+
+    async def stop(self, c: Control) -> Info:
+        for n in self.paused:
+            c.resume(n)
+        done, self.paused = self.paused, []
+        return {"resumed": done}
+
+    async def heal(self, c: Control) -> None:
+        await self.stop(c)
+
+
+PARTITIONS: Final = ("one", "leader", "halves", "ring", "bridge")
+
+
+def grudge(
+    shape: str, nodes: list[str], leader: str | None, rng: random.Random
+) -> dict[str, set[str]]:
+    """Who blocks whom for a partition shape (Jepsen's "grudge"): member -> members it cannot
+    talk to.  Symmetric: if a blocks b then b blocks a.
+
+    * ``one``: one random member alone; ``leader``: the leader alone;
+    * ``halves``: a random minority | majority split;
+    * ``ring``: overlapping majorities, each member sees only its ring neighbours (and with
+      five members every majority shares someone with every other);
+    * ``bridge``: two halves joined only through one bridge member.
+    """
+    ns = list(nodes)
+    rng.shuffle(ns)
+    g: dict[str, set[str]] = {n: set() for n in nodes}
+
+    def cut(a: list[str], b: list[str]) -> None:
+        for x in a:
+            for y in b:
+                if x != y:
+                    g[x].add(y)
+                    g[y].add(x)
+
+    if shape == "one" or (shape == "leader" and leader is None):
+        cut(ns[:1], ns[1:])
+    elif shape == "leader":
+        assert leader is not None
+        cut([leader], [n for n in nodes if n != leader])
+    elif shape == "halves":
+        k = len(ns) // 2
+        cut(ns[:k], ns[k:])
+    elif shape == "ring":
+        m = len(ns)
+        for i, x in enumerate(ns):
+            near = {ns[(i - 1) % m], ns[(i + 1) % m], x}
+            g[x] |= {y for y in ns if y not in near}
+            for y in ns:
+                if y not in near:
+                    g[y].add(x)
+    elif shape == "bridge":
+        mid = len(ns) // 2
+        left, bridge, right = ns[:mid], ns[mid], ns[mid + 1 :]
+        _ = bridge
+        cut(left, right)
+    else:
+        raise ValueError(f"unknown partition shape {shape!r}")
+    return g
+
+
+class Partition:
+    """Network partitions through the ``debug_fault`` "block" hook, set at both ends of each
+    cut link.  ``one-way`` partitions cannot be expressed (a block cuts both directions at the
+    member where it is set) and are not offered."""
+
+    name = "partition"
+
+    def __init__(self, shapes: tuple[str, ...] = PARTITIONS) -> None:
+        self.shapes = shapes
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        shape = rng.choice(self.shapes)
+        if shape == "ring" and len(c.names) < 5:
+            shape = "bridge"
+        leader = await c.leader() if shape == "leader" else None
+        g = grudge(shape, c.names, leader, rng)
+        await asyncio.gather(*(c.block(n, sorted(peers)) for n, peers in g.items() if peers))
+        return {"shape": shape, "grudge": {n: sorted(p) for n, p in g.items() if p}}
+
+    async def stop(self, c: Control) -> Info:
+        await c.heal()
+        return {"healed": True}
+
+    async def heal(self, c: Control) -> None:
+        await c.heal()
+
+
+class Slow:
+    """Delay and drop messages on every peer link (etcd robustness's delay/drop)."""
+
+    name = "slow"
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        delay = round(rng.uniform(0.01, 0.08), 3)
+        drop = round(rng.uniform(0.05, 0.3), 2)
+        ids = {str(c.member(n).id): n for n in c.names}
+        for n in c.names:
+            peers = [i for i, m in ids.items() if m != n]
+            await c.fault(
+                n, {"delay": dict.fromkeys(peers, delay), "drop": dict.fromkeys(peers, drop)}
+            )
+        return {"delay": delay, "drop": drop}
+
+    async def stop(self, c: Control) -> Info:
+        await c.heal()
+        return {"healed": True}
+
+    async def heal(self, c: Control) -> None:
+        await c.heal()
+
+
+class Clock:
+    """Skew the lease clock of some members (the leader included, half the time) by a small
+    jump, forwards or backwards (Jepsen's clock nemesis, bounded so that correct lease logic
+    survives it: skew stays well under a third of the workload's lease TTL)."""
+
+    name = "clock"
+
+    def __init__(self, max_skew: float = 0.5) -> None:
+        self.max_skew = max_skew
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        k = rng.randint(1, len(c.names))
+        nodes = rng.sample(c.names, k)
+        if rng.random() < 0.5:
+            lead = await c.leader()
+            if lead is not None and lead not in nodes:
+                nodes.append(lead)
+        skews = {n: round(rng.uniform(-self.max_skew, self.max_skew), 3) for n in nodes}
+        for n, s in skews.items():
+            if await c.fault(n, {"clock_skew": s}):
+                c.skewed.add(n)
+        return {"skew": skews}
+
+    async def stop(self, c: Control) -> Info:
+        for n in list(c.skewed):
+            await c.fault(n, {"clock_skew": 0.0})
+        c.skewed.clear()
+        return {"healed": True}
+
+    async def heal(self, c: Control) -> None:
+        await self.stop(c)
+
+
+class Member:
+    """Membership changes during traffic: remove a follower (stop it, wipe it), later add a
+    brand-new member in its place through the client's member API."""
+
+    name = "member"
+
+    def __init__(self) -> None:
+        self.removed: str | None = None
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        lead = await c.leader()
+        cands = [n for n in c.names if n != lead and c.alive(n) and n not in c.paused]
+        if lead is None or not cands or len(c.names) < 3:
+            return {"skipped": "no leader or no follower to remove"}
+        victim = rng.choice(cands)
+        async with raftkv.Client(c.endpoints(), command_timeout=5.0) as cl:
+            try:
+                await cl.member_remove(c.member(victim).id)
+            except RaftKVError as e:
+                return {"remove": victim, "error": f"{type(e).__name__}: {e}"}
+        await c.kill(victim)
+        c.forget(victim)
+        c.wipe(victim)
+        self.removed = victim
+        return {"removed": victim}
+
+    async def stop(self, c: Control) -> Info:
+        if self.removed is None:
+            return {"added": None}
+        self.removed = None
+        return await self.add(c)
+
+    async def add(self, c: Control) -> Info:
+        m = c.new_member()
+        async with raftkv.Client(c.endpoints(), command_timeout=5.0) as cl:
+            try:
+                resp = await cl.member_add(m.name, m.peer_addr, m.client_addr, learner=False)
+                peers = {x.name: x.peer_addr for x in resp.members}
+                cid = resp.cluster_id or (await cl.status()).cluster_id
+            except RaftKVError as e:
+                return {"add": m.name, "error": f"{type(e).__name__}: {e}"}
+        peers[m.name] = m.peer_addr
+        c.join(m.name, peers, cid)
+        return {"added": m.name}
+
+    async def heal(self, c: Control) -> None:
+        await self.stop(c)
+
+
+class CrashPoint:
+    """Restart a member with a storage crash point armed (``RAFTKV_FAILPOINTS=point=crash@N``):
+    it dies there (exit 77); ``stop`` restarts it without."""
+
+    name = "crash-point"
+
+    def __init__(self) -> None:
+        self.victim: str | None = None
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        live = [n for n in c.names if c.alive(n) and n not in c.paused]
+        if not live:
+            return {"skipped": "no live member"}
+        victim = rng.choice(live)
+        point = rng.choice(sorted(POINTS - {"snapshot_install"}))
+        n = rng.randint(1, 40)
+        spec = f"{point}=crash@{n}"
+        await c.kill(victim)
+        c.restart(victim, {"RAFTKV_FAILPOINTS": spec})
+        self.victim = victim
+        return {"node": victim, "failpoint": spec}
+
+    async def stop(self, c: Control) -> Info:
+        if self.victim is None:
+            return {}
+        victim, self.victim = self.victim, None
+        rc = c.exit_code(victim)
+        await c.kill(victim)
+        c.restart(victim)
+        return {"node": victim, "crashed": rc is not None, "exit_code": rc}
+
+    async def heal(self, c: Control) -> None:
+        await self.stop(c)
+
+
+DISK_MODES: Final = ("log-truncate", "log-bitflip", "snap-truncate", "snap-bitflip")
+
+
+class Disk:
+    """Corrupt a stopped minority member's files (log tail rows or latest snapshot), restart
+    it: it must refuse to start (CorruptionError in its log, non-zero exit) or recover by
+    catching up; ``stop`` restores its files from a copy taken before the damage.
+
+    An exit without CorruptionError is recorded as ``unexpected`` (a checker failure)."""
+
+    name = "disk"
+
+    def __init__(self) -> None:
+        self.victim: str | None = None
+        self.mode = ""
+        self.log_offset = 0
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        lead = await c.leader()
+        cands = [n for n in c.names if n != lead and c.alive(n) and n not in c.paused]
+        if not cands:
+            return {"skipped": "no follower"}
+        victim = rng.choice(cands)
+        mode = rng.choice(DISK_MODES)
+        await c.kill(victim)
+        backup = c.root / f"{victim}.backup"
+        shutil.rmtree(backup, ignore_errors=True)
+        await asyncio.to_thread(shutil.copytree, c.data_dir(victim), backup)
+        touched: Any
+        if mode.startswith("log"):
+            touched = c.corrupt_log_tail(victim, rng.randint(1, 5), mode.split("-")[1])
+        else:
+            snap = c.latest_snapshot(victim)
+            touched = None
+            if snap is not None:
+                raw = snap.read_bytes()
+                if mode == "snap-truncate":
+                    snap.write_bytes(raw[: len(raw) // 2])
+                else:
+                    b = bytearray(raw)
+                    b[rng.randrange(len(b))] ^= 0x10
+                    snap.write_bytes(bytes(b))
+                touched = snap.name
+        self.log_offset = len(c.log_text(victim))
+        c.restart(victim)
+        self.victim, self.mode = victim, mode
+        return {"node": victim, "mode": mode, "touched": touched}
+
+    async def stop(self, c: Control) -> Info:
+        if self.victim is None:
+            return {}
+        victim, self.victim = self.victim, None
+        rc = c.exit_code(victim)
+        text = c.log_text(victim)[self.log_offset :]
+        if rc is None:
+            outcome = "running"
+        elif rc != 0 and "Corruption" in text:
+            outcome = "refused"
+        else:
+            outcome = "unexpected"
+        await c.kill(victim)
+        backup = c.root / f"{victim}.backup"
+        c.wipe(victim)
+        await asyncio.to_thread(shutil.copytree, backup, c.data_dir(victim))
+        shutil.rmtree(backup, ignore_errors=True)
+        c.restart(victim)
+        return {"node": victim, "mode": self.mode, "outcome": outcome, "exit_code": rc}
+
+    async def heal(self, c: Control) -> None:
+        await self.stop(c)
+
+
+class Snapshot:
+    """With tiny ``--snapshot-count`` (set by the runner when this nemesis is on), kill a
+    follower for a while so that it comes back behind a compacted log and needs a snapshot
+    install; snapshots are taken constantly in the meantime."""
+
+    name = "snapshot"
+    snapshot_count: Final = 25
+
+    def __init__(self) -> None:
+        self.down: str | None = None
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        lead = await c.leader()
+        cands = [n for n in c.names if n != lead and c.alive(n) and n not in c.paused]
+        if not cands:
+            return {"skipped": "no follower"}
+        self.down = rng.choice(cands)
+        await c.kill(self.down)
+        return {"node": self.down}
+
+    async def stop(self, c: Control) -> Info:
+        if self.down is None:
+            return {}
+        n, self.down = self.down, None
+        c.restart(n)
+        return {"restarted": n}
+
+    async def heal(self, c: Control) -> None:
+        await self.stop(c)
+
+
+class Compact:
+    """Compaction requests during traffic: compact to a recent revision."""
+
+    name = "compact"
+
+    async def start(self, c: Control, rng: random.Random) -> Info:
+        async with raftkv.Client(c.endpoints(), command_timeout=3.0) as cl:
+            try:
+                rev = (await cl.get(b"\0")).header.revision
+                target = max(1, rev - rng.randint(0, 50))
+                await cl.compact(target)
+            except RaftKVError as e:
+                return {"error": f"{type(e).__name__}: {e}"}
+        return {"revision": target}
+
+    async def stop(self, c: Control) -> Info:
+        return {}
+
+    async def heal(self, c: Control) -> None:
+        return None
+
+
+NEMESES: Final[dict[str, Callable[[], Nemesis]]] = {
+    "kill": Kill,
+    "pause": Pause,
+    "partition": Partition,
+    "slow": Slow,
+    "clock": Clock,
+    "member": Member,
+    "crash-point": CrashPoint,
+    "disk": Disk,
+    "snapshot": Snapshot,
+    "compact": Compact,
+}
+"""Nemeses by name (``--nemesis kill,partition``)."""
+
+
+def parse(spec: str) -> list[Nemesis]:
+    """``"kill,partition"`` -> nemesis objects; ``"none"`` or empty -> []."""
+    names = [s.strip() for s in spec.split(",") if s.strip() and s.strip() != "none"]
+    unknown = [n for n in names if n not in NEMESES]
+    if unknown:
+        raise ValueError(f"unknown nemesis {unknown} (known: {', '.join(NEMESES)})")
+    return [NEMESES[n]() for n in dict.fromkeys(names)]
+
+
+async def schedule(
+    nemeses: list[Nemesis],
+    c: Control,
+    rec: Recorder,
+    rng: random.Random,
+    stop: asyncio.Event,
+    *,
+    quiet: tuple[float, float] = (1.0, 3.0),
+    fault: tuple[float, float] = (2.0, 5.0),
+) -> None:
+    """Alternate quiet periods and one fault at a time until ``stop`` is set."""
+
+    async def pause(secs: float) -> bool:
+        try:
+            await asyncio.wait_for(stop.wait(), secs)
+        except TimeoutError:
+            return False
+        return True
+
+    while nemeses and not stop.is_set():
+        if await pause(rng.uniform(*quiet)):
+            return
+        n = rng.choice(nemeses)
+        rec.add(NEMESIS, "invoke", f"start-{n.name}")
+        info = await _safely(n.start(c, rng))
+        rec.add(NEMESIS, "info", f"start-{n.name}", value=info)
+        await pause(rng.uniform(*fault))
+        rec.add(NEMESIS, "invoke", f"stop-{n.name}")
+        info = await _safely(n.stop(c))
+        rec.add(NEMESIS, "info", f"stop-{n.name}", value=info)
+
+
+async def _safely(coro: Any) -> Info:
+    """A nemesis step never crashes the run: its error is recorded instead."""
+    try:
+        out: Info = await coro
+    except (RaftKVError, OSError, ValueError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+async def heal_all(nemeses: list[Nemesis], c: Control, rec: Recorder) -> None:
+    """Undo every fault: restart, resume, heal links and clocks."""
+    rec.add(NEMESIS, "invoke", "heal")
+    for n in nemeses:
+        await _safely(n.heal(c))
+    for name in c.names:
+        if name in c.paused:
+            c.resume(name)
+        if not c.alive(name):
+            c.restart(name)
+    await c.heal()
+    rec.add(NEMESIS, "info", "heal", value={"members": c.names})
+
+
+def member_ids(c: Control) -> dict[int, str]:
+    return {member_id(n, CLUSTER_TOKEN): n for n in c.names}
