@@ -113,6 +113,7 @@ def main(
             + (f" --mutation {mutation}" if mutation else "")
             + (f" --bootstrap {bootstrap}" if bootstrap != "snapshot" else "")
         )
+        click.echo(f"setup: {res.events[0].split('] ', 1)[1]}")
         for line in res.trace(trace_len):
             click.echo("  " + line)
         sys.exit(1)

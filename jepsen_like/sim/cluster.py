@@ -193,6 +193,11 @@ class Cluster:
         voters = tuple(range(1, n + 1))
         for i in voters:
             self._boot(i, initial_storage(voters, bootstrap_snapshot))
+        self.log(
+            f"cluster seed={seed} voters={voters} pre_vote/check_quorum={self.pre_vote} "
+            f"max_size_per_msg={self.max_size_per_msg} max_inflight={self.max_inflight} "
+            f"mutations={sorted(mutations)}"
+        )
 
     # --- bookkeeping ---------------------------------------------------------------------
 
