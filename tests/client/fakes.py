@@ -256,7 +256,7 @@ class FakeMember:
             sh.members.append(m)
             return {
                 "member": m.as_member(learner=payload["learner"]),
-                "members": [],
+                "members": [x.as_member() for x in sh.members],
                 "cluster_id": 7,
             }
         if method in (Method.MEMBER_REMOVE, Method.MEMBER_PROMOTE):

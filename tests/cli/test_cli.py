@@ -1,0 +1,238 @@
+"""The etcdctl-like commands, driven through click's CliRunner against a fake cluster."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cli.context import parse_duration
+from cli.main import cli
+from tests.cli.conftest import ThreadedFake
+
+
+def run(fake: ThreadedFake | None, *args: str, env: dict[str, str] | None = None) -> Result:
+    pre = ["--endpoints", fake.endpoints] if fake is not None else []
+    return CliRunner().invoke(cli, [*pre, "--command-timeout", "3s", *args], env=env)
+
+
+def ok(fake: ThreadedFake, *args: str) -> str:
+    r = run(fake, *args)
+    assert r.exit_code == 0, r.output + (r.stderr if r.stderr_bytes else "")
+    return r.stdout
+
+
+def _dead_addr() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("2s") == 2.0
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("1.5") == 1.5
+    assert parse_duration("1m") == 60.0
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def test_put_then_get_simple(fake: ThreadedFake) -> None:
+    assert ok(fake, "put", "foo", "bar") == "OK\n"
+    assert ok(fake, "put", "foo", "baz", "--prev-kv") == "OK\nfoo\nbar\n"
+    assert ok(fake, "get", "foo") == "foo\nbaz\n"
+    assert ok(fake, "get", "nothing") == ""
+
+
+def test_get_flags(fake: ThreadedFake) -> None:
+    for k in ("a1", "a2", "a3", "b1"):
+        ok(fake, "put", k, k.upper())
+    assert ok(fake, "get", "a", "--prefix") == "a1\nA1\na2\nA2\na3\nA3\n"
+    assert ok(fake, "get", "a", "--prefix", "--keys-only") == "a1\na2\na3\n"
+    assert ok(fake, "get", "a", "--prefix", "--print-value-only") == "A1\nA2\nA3\n"
+    assert ok(fake, "get", "a", "--prefix", "--count-only") == "3\n"
+    assert ok(fake, "get", "a", "--prefix", "--limit", "2", "--keys-only") == "a1\na2\n"
+    assert ok(fake, "get", "a2", "b2", "--keys-only") == "a2\na3\nb1\n"
+    assert ok(fake, "get", "a2", "--from-key", "--keys-only") == "a2\na3\nb1\n"
+    assert ok(fake, "get", "a", "--prefix", "--keys-only", "--order", "DESCEND") == "a3\na2\na1\n"
+    assert ok(fake, "get", "a1", "--consistency", "s") == "a1\nA1\n"
+    # history: --rev reads the first value back
+    ok(fake, "put", "a1", "new")
+    rev_before = json.loads(ok(fake, "-w", "json", "get", "a1"))["kvs"][0]["create_revision"]
+    assert ok(fake, "get", "a1", "--rev", str(rev_before), "--print-value-only") == "A1\n"
+    r = run(fake, "get", "a", "--prefix", "b")
+    assert r.exit_code != 0 and "only one of" in r.output
+
+
+def test_get_json_is_one_document_with_base64_bytes(fake: ThreadedFake) -> None:
+    ok(fake, "put", "k\u00e9", "v")
+    doc = json.loads(ok(fake, "-w", "json", "get", "k\u00e9"))
+    assert doc["count"] == 1
+    kv = doc["kvs"][0]
+    assert base64.b64decode(kv["key"]).decode() == "k\u00e9"
+    assert base64.b64decode(kv["value"]) == b"v"
+    assert doc["header"]["revision"] == kv["mod_revision"]
+
+
+def test_get_table(fake: ThreadedFake) -> None:
+    ok(fake, "put", "k", "v")
+    out = ok(fake, "-w", "table", "get", "k")
+    lines = out.splitlines()
+    assert lines[0].startswith("+-") and "KEY" in lines[1] and "VALUE" in lines[1]
+    assert "| k " in lines[3] and "| v " in lines[3]
+
+
+def test_del(fake: ThreadedFake) -> None:
+    for k in ("p1", "p2", "q"):
+        ok(fake, "put", k, "x" + k)
+    assert ok(fake, "del", "p", "--prefix", "--prev-kv") == "2\np1\nxp1\np2\nxp2\n"
+    assert ok(fake, "del", "nothing") == "0\n"
+    assert ok(fake, "get", "", "--prefix", "--keys-only") == "q\n"
+
+
+def test_endpoints_from_the_environment(fake: ThreadedFake) -> None:
+    r = run(None, "put", "k", "env", env={"RAFTKV_ENDPOINTS": fake.endpoints})
+    assert r.exit_code == 0 and r.stdout == "OK\n"
+
+
+def test_failure_is_one_error_line_and_nonzero_exit() -> None:
+    r = CliRunner().invoke(
+        cli, ["--endpoints", _dead_addr(), "--command-timeout", "300ms", "get", "k"]
+    )
+    assert r.exit_code == 1
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Timeout:")
+
+
+def test_server_error_is_reported(fake: ThreadedFake) -> None:
+    r = run(fake, "member", "remove", "abc")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: MemberNotFound")
+
+
+def test_member_list_formats(fake: ThreadedFake) -> None:
+    simple = ok(fake, "member", "list").splitlines()
+    members = fake.cluster.members
+    assert simple[0] == (
+        f"{members[0].id:x}, started, n1, {members[0].as_member()['peer_addr']}, "
+        f"{members[0].addr}, false"
+    )
+    assert len(simple) == 3
+    tab = ok(fake, "-w", "table", "member", "list").splitlines()
+    assert "ID" in tab[1] and "IS LEARNER" in tab[1]
+    assert len(tab) == 3 + 3 + 1
+    doc = json.loads(ok(fake, "-w", "json", "member", "list"))
+    assert [m["name"] for m in doc["members"]] == ["n1", "n2", "n3"]
+
+
+def test_member_add_prints_how_to_start_it(fake: ThreadedFake) -> None:
+    out = ok(
+        fake,
+        "member",
+        "add",
+        "n4",
+        "--peer-addr",
+        "127.0.0.1:9004",
+        "--client-addr",
+        "127.0.0.1:9104",
+        "--learner",
+    )
+    assert "added to cluster 7 as a learner" in out
+    assert "--initial-cluster n1=" in out and ",n4=127.0.0.1:" in out
+    assert "--initial-cluster-state existing --cluster-id 7" in out
+    assert "--listen-client 127.0.0.1:9104" in out
+
+
+def test_move_leader_takes_a_hex_id(fake: ThreadedFake) -> None:
+    target = fake.cluster.members[2]
+    assert ok(fake, "move-leader", f"{target.id:x}") == f"Leadership transferred to {target.id:x}\n"
+    assert fake.call(lambda: fake.cluster.leader) is target
+
+
+def test_endpoint_status_table_has_every_column(fake: ThreadedFake) -> None:
+    ok(fake, "put", "k", "v")
+    lines = ok(fake, "-w", "table", "endpoint", "status").splitlines()
+    header = lines[1]
+    for col in (
+        "ENDPOINT",
+        "ID",
+        "VERSION",
+        "DB SIZE",
+        "IS LEADER",
+        "IS LEARNER",
+        "RAFT TERM",
+        "RAFT INDEX",
+        "RAFT APPLIED INDEX",
+        "REVISION",
+        "HASH",
+    ):
+        assert col in header
+    rows = lines[3:-1]
+    assert len(rows) == 3
+    assert [("true" in r.split("|")[5]) for r in rows] == [True, False, False]
+    simple = ok(fake, "endpoint", "status").splitlines()
+    assert simple[0].startswith(fake.cluster.members[0].addr + ", ")
+    doc = json.loads(ok(fake, "-w", "json", "endpoint", "status"))
+    assert [d["endpoint"] for d in doc] == fake.cluster.endpoints
+
+
+def test_endpoint_status_reports_a_dead_endpoint(fake: ThreadedFake) -> None:
+    dead = _dead_addr()
+    eps = f"{fake.cluster.members[0].addr},{dead}"
+    r = CliRunner().invoke(
+        cli, ["--endpoints", eps, "--command-timeout", "1s", "endpoint", "status"]
+    )
+    assert r.exit_code == 1
+    assert r.stdout.startswith(fake.cluster.members[0].addr)
+    assert f"Failed to get the status of endpoint {dead}" in r.stderr
+
+
+def test_endpoint_health(fake: ThreadedFake) -> None:
+    out = ok(fake, "endpoint", "health")
+    assert out.count("is healthy: successfully committed proposal") == 3
+    fake.call(lambda: fake.cluster.set_leader(None))
+    r = run(fake, "endpoint", "health")
+    assert r.exit_code == 1
+    assert "is unhealthy" in r.stderr and "Error: unhealthy cluster" in r.stderr
+
+
+def test_snapshot_save(fake: ThreadedFake, tmp_path: Path) -> None:
+    data = os.urandom(3000)
+    for m in fake.cluster.members:
+        m.snapshot_data = data
+    out = ok(fake, "snapshot", "save", str(tmp_path / "s.db"))
+    assert out.startswith(f"Snapshot saved at {tmp_path / 's.db'}")
+    assert (tmp_path / "s.db").read_bytes() == data
+
+
+def test_compact(fake: ThreadedFake) -> None:
+    for i in range(3):
+        ok(fake, "put", "k", str(i))
+    assert ok(fake, "compact", "3") == "compacted revision 3\n"
+    r = run(fake, "get", "k", "--rev", "2")
+    assert r.exit_code == 1 and "Compacted" in r.stderr
+
+
+def test_watch_replays_from_a_revision(fake: ThreadedFake) -> None:
+    ok(fake, "put", "w1", "a")
+    ok(fake, "put", "x", "ignored")
+    ok(fake, "del", "w1")
+    out = ok(fake, "watch", "w", "--prefix", "--rev", "1", "--max-events", "2")
+    assert out == "PUT\nw1\na\nDELETE\nw1\n\n"
+
+
+def test_lease_commands(fake: ThreadedFake) -> None:
+    out = ok(fake, "lease", "grant", "60")
+    assert out.startswith("lease ") and out.endswith(" granted with TTL(60s)\n")
+    lid = out.split()[1]
+    ok(fake, "put", "lk", "v", "--lease", lid)
+    assert ok(fake, "lease", "list") == f"found 1 leases\n{lid}\n"
+    assert ok(fake, "lease", "timetolive", lid, "--keys").endswith("attached keys([lk])\n")
+    assert ok(fake, "lease", "revoke", lid) == f"lease {lid} revoked\n"
+    assert ok(fake, "get", "lk") == ""
