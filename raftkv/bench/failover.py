@@ -51,6 +51,7 @@ class ProcessCluster:
     size: int = 3
     tick_ms: int = 100
     election_ticks: int = 10
+    snapshot_count: int = 10_000
     members: list[ServeProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -79,6 +80,7 @@ class ProcessCluster:
                     "--initial-cluster", initial,
                     "--tick-ms", str(self.tick_ms),
                     "--election-ticks", str(self.election_ticks),
+                    "--snapshot-count", str(self.snapshot_count),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -130,14 +132,18 @@ class ProcessCluster:
 
 @contextlib.contextmanager
 def process_cluster(
-    size: int, data_dir: Path | None = None, tick_ms: int = 100, election_ticks: int = 10
+    size: int,
+    data_dir: Path | None = None,
+    tick_ms: int = 100,
+    election_ticks: int = 10,
+    snapshot_count: int = 10_000,
 ) -> Iterator[ProcessCluster]:
     """A started :class:`ProcessCluster`, stopped (and its temp dir removed) on exit."""
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raftkv-fo-")))
         data_dir.mkdir(parents=True, exist_ok=True)
-        cluster = ProcessCluster(data_dir, size, tick_ms, election_ticks)
+        cluster = ProcessCluster(data_dir, size, tick_ms, election_ticks, snapshot_count)
         stack.callback(cluster.stop)
         cluster.start()
         yield cluster
