@@ -97,7 +97,7 @@ class Fault:
 Schedule = tuple[Fault, ...]
 
 DEFAULT_WEIGHTS: Mapping[str, int] = {
-    "propose": 30,
+    "propose": 40,
     "read": 8,
     "partition": 8,
     "crash": 5,
@@ -107,9 +107,9 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "churn": 4,
     "figure8": 5,
     "lag_swap": 4,
-    "membership": 4,
+    "membership": 8,
     "transfer": 3,
-    "snapshot": 5,
+    "snapshot": 8,
     "lossy": 2,
     "clock_skew": 2,
 }
