@@ -78,6 +78,12 @@ def _parse_cluster_id(value: str | None) -> int | None:
 @click.option(
     "--snapshot-count", default=10_000, show_default=True, help="Applied entries between snapshots."
 )
+@click.option(
+    "--snapshot-catchup-entries",
+    default=5_000,
+    show_default=True,
+    help="Entries kept in the log after a snapshot, for slow followers.",
+)
 def serve(
     name: str,
     data_dir: Path,
@@ -93,6 +99,7 @@ def serve(
     tick_ms: int,
     election_ticks: int,
     snapshot_count: int,
+    snapshot_catchup_entries: int,
 ) -> None:
     """Run one raftkv member until SIGTERM or Ctrl-C."""
     from raftkv.metrics import setup_logging
@@ -118,6 +125,7 @@ def serve(
         tick_interval=tick_ms / 1000,
         election_tick=election_ticks,
         snapshot_count=snapshot_count,
+        snapshot_catchup_entries=snapshot_catchup_entries,
     )
     import os
 

@@ -474,6 +474,7 @@ class Node:
         if rd.snapshot is not None:
             self._apply_snapshot(rd.snapshot.data, rd.snapshot.meta.index)
             self.conf_state = rd.snapshot.meta.conf_state
+            log.info("installed the leader's snapshot", extra={"index": rd.snapshot.meta.index})
         for e in rd.committed_entries:
             self._apply_entry(e)
         self.stats["apply_seconds"] += time.perf_counter() - t1

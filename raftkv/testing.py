@@ -257,9 +257,11 @@ class ProcessCluster:
         tick_ms: int = 50,
         election_ticks: int = 10,
         snapshot_count: int = 10_000,
+        snapshot_catchup_entries: int = 5_000,
         env: dict[str, str] | None = None,
     ) -> None:
         self.root = Path(data_dir)
+        self.snapshot_catchup_entries = snapshot_catchup_entries
         self.tick_ms = tick_ms
         self.election_ticks = election_ticks
         self.snapshot_count = snapshot_count
@@ -306,6 +308,8 @@ class ProcessCluster:
             str(self.election_ticks),
             "--snapshot-count",
             str(self.snapshot_count),
+            "--snapshot-catchup-entries",
+            str(self.snapshot_catchup_entries),
             "--log-format",
             "json",
         ]

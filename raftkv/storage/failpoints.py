@@ -8,7 +8,9 @@ tests that change it in-process call :func:`reload`.
 
 Points: ``before_commit``, ``after_commit`` (around the SQLite COMMIT of a Ready batch),
 ``snapshot_write`` (snapshot temp file written and fsynced, not yet renamed),
-``snapshot_install`` (a received snapshot verified, not yet renamed into place).
+``snapshot_install`` (a leader's snapshot received by a follower: its file written, the
+SQLite row that installs it not yet committed; also in the chunked file receiver, verified
+but not yet renamed into place).
 """
 
 from __future__ import annotations

@@ -445,6 +445,10 @@ class SQLiteStorage:
                 assert not isinstance(op, _Compact | _SetMeta)
                 op.snap_file = (await self.save_snapshot_file(snap)).name
                 newest = snap.meta.index
+                if isinstance(op, _Save):
+                    # A leader's snapshot being installed: its file is durable, the row that
+                    # makes it the member's state is not yet written.
+                    failpoints.hit("snapshot_install")
         # 2. one transaction for the whole batch.
         db = self._db
         await db.execute("BEGIN IMMEDIATE")

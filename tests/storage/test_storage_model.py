@@ -44,7 +44,9 @@ async def run_model(data: st.DataObject) -> None:
                     readies = []
                     last = mem.last_index()
                     for _ in range(data.draw(st.integers(1, 3 if op == "batch" else 1))):
-                        lo = data.draw(st.integers(mem.first_index(), last + 1), label="lo")
+                        # Entries covered by a snapshot are committed: never rewritten.
+                        floor = max(mem.first_index(), mem.snapshot().meta.index + 1)
+                        lo = data.draw(st.integers(floor, max(floor, last + 1)), label="lo")
                         n = data.draw(st.integers(1, 4), label="n")
                         term += data.draw(st.integers(0, 1))
                         ents = [
