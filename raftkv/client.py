@@ -563,6 +563,9 @@ class Client:
         self._state: dict[str, _EndpointState] = {}
         self._pin = 0
         self._leader_addr: str | None = None
+        self._addr_of: dict[int, str] = {}
+        """Member id -> the endpoint that answered as that member (from response headers):
+        resolves a NotLeader hint that comes without the leader's address."""
         self._seq = 0
         self._inflight: set[int] = set()
         self._window_cond: asyncio.Condition | None = None
@@ -968,6 +971,18 @@ class Client:
         if self.endpoints[self._pin % len(self.endpoints)] == addr:
             self._pin = (self._pin + 1) % len(self.endpoints)
 
+    def _learn(self, addr: str, result: Any) -> None:
+        """Note which member answered at ``addr``: plain responses are ``[tag, header, ...]``
+        with ``header = [tag, cluster_id, member_id, ...]``; status answers carry ``id``."""
+        mid: Any = None
+        if isinstance(result, list) and len(result) > 1 and isinstance(result[1], list):
+            header = result[1]
+            mid = header[2] if len(header) > 2 else None
+        elif isinstance(result, dict):
+            mid = result.get("id")
+        if isinstance(mid, int) and mid and not isinstance(mid, bool):
+            self._addr_of[mid] = addr
+
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""
         return self._rng.uniform(0, min(self.backoff_cap, self.backoff_base * (2**attempt)))
@@ -1037,6 +1052,9 @@ class Client:
                 async with asyncio.timeout(min(per_attempt, remaining)):
                     result = await conn.call(method, payload)
                 self._ok(addr)
+                self._learn(addr, result)
+                if policy.leader and endpoint is None:
+                    self._leader_addr = addr  # only the leader serves these
                 if used is not None:
                     used.append(addr)
                 return result
@@ -1050,10 +1068,11 @@ class Client:
                 last = e
                 if endpoint is not None:
                     raise
-                if e.leader_addr and e.leader_addr != addr and redirects < self.max_redirects:
+                lead = e.leader_addr or self._addr_of.get(e.leader_hint, "")
+                if lead and lead != addr and redirects < self.max_redirects:
                     redirects += 1
-                    self._leader_addr = e.leader_addr
-                    target = e.leader_addr
+                    self._leader_addr = lead
+                    target = lead
                     continue
                 if self._leader_addr == addr:
                     self._leader_addr = None

@@ -98,6 +98,31 @@ async def test_write_is_redirected_to_the_leader(fc: FakeCluster) -> None:
     assert len(fc.shared.applied) == 2
 
 
+async def test_leader_hint_without_address_is_resolved_from_earlier_answers(
+    fc: FakeCluster,
+) -> None:
+    leader, n2, n3 = fc.members
+    n2.no_leader_addr = n3.no_leader_addr = True
+    async with Client([n2.addr, n3.addr, leader.addr], command_timeout=2.0) as c:
+        await c.status(leader.addr)  # the client learns which member answers there
+        await c.put("k", "v")
+        assert c.leader_endpoint == leader.addr
+    # straight from n2 to the leader, not via n3
+    assert [t[0] for t in _write_tags(fc, Method.PUT)] == ["n2", "n1"]
+
+
+async def test_leader_hint_without_address_falls_back_to_the_next_endpoint(
+    fc: FakeCluster,
+) -> None:
+    follower, leader = fc.members[1], fc.members[0]
+    follower.no_leader_addr = True
+    async with Client([follower.addr, leader.addr], command_timeout=2.0) as c:
+        await c.put("k", "v")
+        await c.put("k", "w")
+        assert c.leader_endpoint == leader.addr
+    assert [t[0] for t in _write_tags(fc, Method.PUT)] == ["n2", "n1", "n1"]
+
+
 async def test_retried_write_reuses_its_seq_and_applies_once(fc: FakeCluster) -> None:
     leader = fc.members[0]
     leader.drop_after_apply = 1  # apply, then lose the connection before the answer

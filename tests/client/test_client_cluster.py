@@ -1,0 +1,146 @@
+"""The client against a real in-process cluster (raftkv.testing.LocalCluster)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from raftkv import Client, SyncClient
+from raftkv.api import Compare, CompareResult, CompareTarget
+from raftkv.client import op_get, op_put
+from raftkv.errors import Compacted, LeaseNotFound, WatchCancelled
+from raftkv.testing import LocalCluster
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    async with LocalCluster(3, tmp_path / "c") as c:
+        yield c
+
+
+def _followers(cluster: LocalCluster) -> list[str]:
+    lead = cluster.leader()
+    return [m.client_addr for m in cluster.members.values() if m is not lead and m.running]
+
+
+async def test_kv_txn_and_watch_through_a_follower(cluster: LocalCluster) -> None:
+    lead = cluster.leader()
+    assert lead is not None
+    # followers first: reads are served there, writes find the leader
+    async with Client([*_followers(cluster), lead.client_addr], command_timeout=10.0) as c:
+        w = c.watch("k", prefix=True, prev_kv=True)
+        await w.start()
+        await c.put("k1", "v1")
+        assert c.leader_endpoint in (lead.client_addr, None)
+        r = await c.txn(
+            [Compare(b"k1", CompareTarget.VALUE, CompareResult.EQUAL, b"v1")],
+            [op_put("k1", "v2"), op_get("k1")],
+            [op_put("k1", "never")],
+        )
+        assert r.succeeded
+        assert (await c.get("k1")).kvs[0].value == b"v2"
+        assert (await c.get("k1", serializable=True)).count <= 1
+        first, second = await w.__anext__(), await w.__anext__()
+        assert [e.kv.value for e in first.events] == [b"v1"]
+        ev = second.events[0]
+        assert ev.kv.value == b"v2" and ev.prev_kv is not None and ev.prev_kv.value == b"v1"
+        assert second.revision == first.revision + 1
+        w.cancel()
+
+
+async def test_writes_survive_a_leader_crash_exactly_once(cluster: LocalCluster) -> None:
+    async with Client(cluster.endpoints, command_timeout=15.0) as c:
+        await c.put("warm", "up")
+        results: list[int] = []
+
+        async def writer(start: int) -> None:
+            for i in range(start, start + 20):
+                r = await c.put(f"key{i:03d}", f"v{i}")
+                results.append(r.header.revision)
+
+        tasks = [asyncio.create_task(writer(n * 20)) for n in range(4)]
+        await asyncio.sleep(0.2)
+        lead = cluster.leader()
+        assert lead is not None
+        await cluster.stop_member(lead.name)
+        await asyncio.gather(*tasks)
+        r = await c.get("key", prefix=True)
+        assert r.count == 80
+        # a put applied twice would show version 2 and take two revisions
+        assert all(kv.version == 1 for kv in r.kvs)
+        assert len(set(results)) == 80
+        assert c.leader_endpoint != lead.client_addr
+
+
+async def test_leases_and_keep_alive(cluster: LocalCluster) -> None:
+    async with Client(cluster.endpoints, command_timeout=10.0) as c:
+        g = await c.lease_grant(5)
+        await c.put("lk", "v", lease=g.id)
+        ttl = await c.lease_time_to_live(g.id, keys=True)
+        assert ttl.granted_ttl == 5 and ttl.keys == (b"lk",) and 0 < ttl.ttl <= 5
+        assert g.id in (await c.lease_leases()).leases
+        n = 0
+        async for resp in c.lease_keep_alive(g.id, interval=0.05):
+            assert resp.id == g.id and resp.ttl == 5
+            n += 1
+            if n == 3:
+                break
+        await c.lease_revoke(g.id)
+        assert (await c.get("lk")).kvs == ()
+        with pytest.raises(LeaseNotFound):
+            await c.lease_keep_alive_once(g.id)
+
+
+async def test_admin_calls(cluster: LocalCluster, tmp_path: Path) -> None:
+    async with Client(cluster.endpoints, command_timeout=10.0) as c:
+        await c.put("a", "1")
+        members = await c.member_list()
+        assert sorted(m.name for m in members) == ["n1", "n2", "n3"]
+        statuses = [await c.status(ep) for ep in cluster.endpoints]
+        assert sum(st.is_leader for st in statuses) == 1
+        assert all([(await c.health(ep)).health for ep in cluster.endpoints])
+        target = next(m for m in members if not any(s.is_leader and s.id == m.id for s in statuses))
+        assert await c.move_leader(target.id) == target.id
+        await c.put("a", "2")  # the client follows the move
+        info = await c.snapshot_save(tmp_path / "snap.db")
+        assert info.size == (tmp_path / "snap.db").stat().st_size > 0
+        rev = (await c.put("a", "3")).header.revision
+        await c.compact(rev)
+        with pytest.raises(Compacted):
+            await c.get("a", revision=rev - 1)
+        w = c.watch("a", start_revision=rev - 1)
+        with pytest.raises(WatchCancelled):
+            await w.__anext__()
+
+
+def test_sync_client(tmp_path: Path) -> None:
+    async def start() -> LocalCluster:
+        c = LocalCluster(1, tmp_path / "s")
+        await c.start()
+        return c
+
+    loop = asyncio.new_event_loop()
+    import threading
+
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    cl = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    try:
+        with SyncClient(cl.endpoints, command_timeout=10.0) as c:
+            w = c.watch("s")
+            c.put("s", "1")
+            assert c.get("s").kvs[0].value == b"1"
+            assert [e.kv.value for e in next(iter(w)).events] == [b"1"]
+            w.cancel()
+            g = c.lease_grant(10)
+            ka = c.lease_keep_alive(g.id, interval=0.01)
+            assert next(ka).ttl == 10
+            ka.close()
+    finally:
+        asyncio.run_coroutine_threadsafe(cl.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        loop.close()
