@@ -93,3 +93,20 @@ def test_crash_between_persist_and_send_keeps_the_entries_and_sends_nothing() ->
     assert all(n.storage.last_index() == last for n in others)
     # the followers still send (heartbeat responses and the like), the leader nothing
     assert c.net.sent - sent < 3
+
+
+def test_liveness_check_fails_when_the_cluster_cannot_make_progress() -> None:
+    c = Cluster(seed=6, n=3, net_config=LOCKSTEP)
+    elected(c)
+    c.heal_all()
+    c.net.set_partition(net.split([[1], [2], [3]]))  # nobody reaches anybody
+    assert not c.check_liveness(50)
+    assert [v.invariant for v in c.checker.violations] == ["liveness"]
+
+
+def test_liveness_check_passes_on_a_healed_cluster() -> None:
+    c = Cluster(seed=6, n=3, net_config=LOCKSTEP)
+    c.step((Fault(0, FaultKind.PARTITION, Target.ANY),))
+    c.heal_all()
+    assert c.check_liveness(20 * c.election_tick)
+    assert c.checker.ok
