@@ -41,7 +41,6 @@ from raftkv.raft.types import (
     MessageType,
     Ready,
     Snapshot,
-    SnapshotMeta,
     StateRole,
 )
 
@@ -62,20 +61,17 @@ def _chain(prev: bytes, e: Entry) -> bytes:
 def initial_storage(voters: tuple[int, ...], bootstrap_snapshot: bool) -> MemoryStorage:
     """The storage of an initial member.
 
-    Without ``bootstrap_snapshot`` it is the brief's ``MemoryStorage(ConfState(voters))``:
-    the initial configuration exists only in each member's storage, never in the log, so a
-    node added later that is caught up by appends from index 1 (not by a snapshot) never
-    learns the initial voters (see /work/notes/core-bugs.md).  With it, every initial member
-    starts from the same snapshot at (index 1, term 1) holding the configuration, as etcd's
-    bootstrap puts it at the head of the log; a new node must then be sent a snapshot.
+    With ``bootstrap_snapshot`` (the bootstrap contract of docs/raft.md) it is
+    ``MemoryStorage.bootstrap``: every initial member starts from the same snapshot at
+    (index 1, term 1) holding the configuration and the app's initial state.  Without it, it
+    is the bare ``MemoryStorage(ConfState(voters))``, which keeps the configuration only
+    locally: a node added later and caught up by appends never learns the initial voters
+    (bug sim-2 in /work/notes/core-bugs.md, reproducible with ``--bootstrap conf``).
     """
-    st = MemoryStorage(ConfState(voters=voters))
+    conf = ConfState(voters=voters)
     if bootstrap_snapshot:
-        conf = ConfState(voters=voters)
-        app = App(1, bytes(16), conf)
-        st.apply_snapshot(Snapshot(SnapshotMeta(1, 1, conf), app.encode()))
-        st.set_hard_state(HardState(term=1, vote=0, commit=1))
-    return st
+        return MemoryStorage.bootstrap(conf, App(1, bytes(16), conf).encode())
+    return MemoryStorage(conf)
 
 
 class App:
