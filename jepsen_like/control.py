@@ -50,22 +50,24 @@ async def admin_call(addr: str, method: str, payload: Any, timeout: float = 2.0)
             reader, writer = await asyncio.open_connection(host, port)
             hello = wire.Handshake(wire.PROTOCOL_VERSION, 0, 0, wire.ROLE_CLIENT)
             writer.write(wire.encode_frame(hello.to_wire()))
-            writer.write(wire.encode_frame([1, method, payload]))
             decoder = wire.FrameDecoder(wire.MAX_CLIENT_FRAME)
             frames: list[Any] = []
+            sent = False
             while True:
                 data = await reader.read(1 << 16)
                 if not data:
                     raise ConnectionLost(f"{addr} closed the connection")
                 frames.extend(decoder.feed(data))
-                if frames:
-                    wire.check_handshake_reply(frames[0])
-                for f in frames[1:]:
+                if frames and not sent:
+                    wire.check_handshake_reply(frames.pop(0))
+                    writer.write(wire.encode_frame([1, method, payload]))
+                    sent = True
+                for f in frames:
                     if isinstance(f, list) and len(f) == 3 and f[0] == 1:
                         if f[1] == 0:
                             return f[2]
-                        err = codec.decode_error(f[2])
-                        raise err
+                        raise codec.decode_error(f[2])
+                frames.clear()
     except TimeoutError:
         raise Timeout(f"{addr} did not answer {method} within {timeout:g}s") from None
     except OSError as e:

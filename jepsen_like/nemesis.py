@@ -41,17 +41,26 @@ class Nemesis(Protocol):
     async def heal(self, c: Control) -> None: ...
 
 
+TARGETS: Final = ("leader", "random", "majority", "followers")
+
+
 async def _targets(c: Control, rng: random.Random, mode: str) -> list[str]:
-    """Members to hit: the leader, one at random, or a majority (always a strict subset)."""
+    """Members to hit: the leader, one at random, a majority, or a majority of followers (the
+    leader stays up without a quorum: its pending writes commit only after the others come
+    back, while clients retry them)."""
     live = [n for n in c.names if c.alive(n) and n not in c.paused]
     if not live:
         return []
     if mode == "leader":
         lead = await c.leader()
         return [lead] if lead is not None else [rng.choice(live)]
+    k = len(c.names) // 2 + 1
     if mode == "majority":
-        k = len(c.names) // 2 + 1
         return rng.sample(live, min(k, len(live)))
+    if mode == "followers":
+        lead = await c.leader()
+        rest = [n for n in live if n != lead]
+        return rng.sample(rest, min(k, len(rest)))
     return [rng.choice(live)]
 
 
@@ -60,11 +69,12 @@ class Kill:
 
     name = "kill"
 
-    def __init__(self) -> None:
+    def __init__(self, modes: tuple[str, ...] = TARGETS) -> None:
+        self.modes = modes
         self.killed: list[str] = []
 
     async def start(self, c: Control, rng: random.Random) -> Info:
-        mode = rng.choice(["leader", "random", "majority"])
+        mode = rng.choice(self.modes)
         self.killed = await _targets(c, rng, mode)
         for n in self.killed:
             await c.kill(n)
@@ -85,11 +95,12 @@ class Pause:
 
     name = "pause"
 
-    def __init__(self) -> None:
+    def __init__(self, modes: tuple[str, ...] = TARGETS) -> None:
+        self.modes = modes
         self.paused: list[str] = []
 
     async def start(self, c: Control, rng: random.Random) -> Info:
-        mode = rng.choice(["leader", "random", "majority"])
+        mode = rng.choice(self.modes)
         self.paused = await _targets(c, rng, mode)
         for n in self.paused:
             c.pause(n)
@@ -173,8 +184,13 @@ class Partition:
             shape = "bridge"
         leader = await c.leader() if shape == "leader" else None
         g = grudge(shape, c.names, leader, rng)
-        await asyncio.gather(*(c.block(n, sorted(peers)) for n, peers in g.items() if peers))
-        return {"shape": shape, "grudge": {n: sorted(p) for n, p in g.items() if p}}
+        cut = [n for n, peers in g.items() if peers]
+        oks = await asyncio.gather(*(c.block(n, sorted(g[n])) for n in cut))
+        return {
+            "shape": shape,
+            "grudge": {n: sorted(p) for n, p in g.items() if p},
+            "unreached": [n for n, ok in zip(cut, oks, strict=True) if not ok],
+        }
 
     async def stop(self, c: Control) -> Info:
         await c.heal()
@@ -465,13 +481,35 @@ NEMESES: Final[dict[str, Callable[[], Nemesis]]] = {
 """Nemeses by name (``--nemesis kill,partition``)."""
 
 
+VARIANTS: Final[dict[str, tuple[str, ...]]] = {
+    "kill": TARGETS,
+    "pause": TARGETS,
+    "partition": PARTITIONS,
+}
+"""Nemeses that take ``name:variant[+variant]`` (e.g. ``kill:leader``, ``partition:ring``)."""
+
+
 def parse(spec: str) -> list[Nemesis]:
-    """``"kill,partition"`` -> nemesis objects; ``"none"`` or empty -> []."""
-    names = [s.strip() for s in spec.split(",") if s.strip() and s.strip() != "none"]
-    unknown = [n for n in names if n not in NEMESES]
-    if unknown:
-        raise ValueError(f"unknown nemesis {unknown} (known: {', '.join(NEMESES)})")
-    return [NEMESES[n]() for n in dict.fromkeys(names)]
+    """``"kill,partition:leader+halves"`` -> nemesis objects; ``"none"`` or empty -> []."""
+    out: list[Nemesis] = []
+    for item in dict.fromkeys(x.strip() for x in spec.split(",")):
+        if not item or item == "none":
+            continue
+        name, _, var = item.partition(":")
+        if name not in NEMESES:
+            raise ValueError(f"unknown nemesis {name!r} (known: {', '.join(NEMESES)})")
+        if not var:
+            out.append(NEMESES[name]())
+            continue
+        modes = tuple(var.split("+"))
+        allowed = VARIANTS.get(name, ())
+        bad = [m for m in modes if m not in allowed]
+        if bad:
+            raise ValueError(f"nemesis {name!r}: unknown variant {bad} (known: {list(allowed)})")
+        out.append(
+            Kill(modes) if name == "kill" else Pause(modes) if name == "pause" else Partition(modes)
+        )
+    return out
 
 
 async def schedule(

@@ -113,7 +113,7 @@ async def _run(opts: RunOptions) -> RunResult:
         await sched
         await nem.heal_all(nemeses, control, rec)
         # let in-flight operations finish (bounded by the client's command timeout)
-        done, pending = await asyncio.wait(clients, timeout=ctx.command_timeout * 3)
+        done, pending = await asyncio.wait(clients, timeout=ctx.command_timeout * 2)
         for t in pending:
             t.cancel()
         for t in done:

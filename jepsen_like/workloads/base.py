@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import raftkv
 from jepsen_like.checker.history import Op, OpType, read_history, write_history
 from jepsen_like.control import Control
 from raftkv.errors import RaftKVError
@@ -119,7 +120,26 @@ class RunContext:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     aux: dict[str, list[Any]] = field(default_factory=dict)
     """Extra records a workload keeps beside the history (written as ``<name>.jsonl``)."""
-    command_timeout: float = 3.0
+    command_timeout: float = 8.0
+    """A client call's whole budget: long enough to outlast a fault, so that fewer operations
+    end unknown (``info``) and retries of writes that did commit are exercised."""
+    attempt_timeout: float = 1.0
+    """One attempt at one member before the client fails over."""
+
+    def client(self, endpoints: list[str], timeout: float | None = None) -> raftkv.Client:
+        """A client for this run (its own client id: exactly-once per process)."""
+        return raftkv.Client(
+            endpoints,
+            command_timeout=timeout or self.command_timeout,
+            attempt_timeout=self.attempt_timeout,
+            dial_timeout=1.0,
+        )
+
+    def home(self, process: int) -> str:
+        """The one member this process reads from (like Jepsen's client bound to its node): a
+        member serving stale data is then seen by its own processes."""
+        eps = self.control.endpoints()
+        return eps[process % len(eps)]
 
     def endpoints_for(self, process: int) -> list[str]:
         """All endpoints, rotated so that each process has its own home member first (reads

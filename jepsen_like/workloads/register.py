@@ -73,16 +73,17 @@ class Register:
         rng = ctx.rng
         rec = ctx.recorder
         proc = process
-        async with raftkv.Client(
-            ctx.endpoints_for(process), command_timeout=ctx.command_timeout, dial_timeout=1.0
-        ) as c:
+        async with (
+            ctx.client(ctx.endpoints_for(process)) as c,
+            ctx.client([ctx.home(process)], timeout=3.0) as reader,
+        ):
             while not ctx.stop.is_set():
                 key = f"r/{rng.randrange(self.keys)}"
                 kb = key.encode()
                 roll = rng.random()
                 if roll < 0.5:
                     ev = await rec.run(
-                        proc, "read", key, None, partial(_read, c, kb), read_only=True
+                        proc, "read", key, None, partial(_read, reader, kb), read_only=True
                     )
                 elif roll < 0.75:
                     v = rng.randrange(self.values)
