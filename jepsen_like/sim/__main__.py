@@ -7,6 +7,8 @@ the first failing seed and the last events before it, and exits 1.
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import click
 
@@ -35,6 +37,30 @@ def run_seeds(
     return count, failed
 
 
+def _one(
+    seed: int, steps: int, nodes: int | None, mutation: str | None, bootstrap_snapshot: bool
+) -> RunResult | None:
+    res = run(seed, steps, nodes, mutation, bootstrap_snapshot=bootstrap_snapshot)
+    return res if res.violation is not None else None
+
+
+def run_seeds_parallel(
+    seeds: range | list[int],
+    steps: int,
+    jobs: int,
+    nodes: int | None = None,
+    mutation: str | None = None,
+    bootstrap_snapshot: bool = True,
+) -> tuple[int, list[RunResult]]:
+    """:func:`run_seeds` over ``jobs`` processes; same results, in seed order."""
+    fn = partial(
+        _one, steps=steps, nodes=nodes, mutation=mutation, bootstrap_snapshot=bootstrap_snapshot
+    )
+    with ProcessPoolExecutor(jobs) as pool:
+        results = list(pool.map(fn, seeds, chunksize=16))
+    return len(results), [r for r in results if r is not None]
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--seeds",
@@ -60,6 +86,13 @@ def run_seeds(
 )
 @click.option("--stop/--no-stop", default=False, help="Stop at the first violation.")
 @click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes to spread the seeds over (same results; ignored with --stop).",
+)
+@click.option(
     "--bootstrap",
     type=click.Choice(["snapshot", "conf"]),
     default="snapshot",
@@ -83,6 +116,7 @@ def main(
     one_seed: int | None,
     mutation: str | None,
     stop: bool,
+    jobs: int,
     bootstrap: str,
     trace_len: int,
 ) -> None:
@@ -94,14 +128,11 @@ def main(
     if mutation is not None and mutation not in MUTATIONS:
         raise click.BadParameter(f"unknown mutation {mutation!r}", param_hint="--mutation")
     seeds: range | list[int] = [one_seed] if one_seed is not None else range(first, first + n_seeds)
-    count, failed = run_seeds(
-        seeds,
-        steps,
-        nodes,
-        mutation,
-        stop_at_first=stop,
-        bootstrap_snapshot=bootstrap == "snapshot",
-    )
+    boot = bootstrap == "snapshot"
+    if jobs > 1 and not stop and len(seeds) > 1:
+        count, failed = run_seeds_parallel(seeds, steps, jobs, nodes, mutation, boot)
+    else:
+        count, failed = run_seeds(seeds, steps, nodes, mutation, stop, boot)
     click.echo(f"{count} seeds, {len(failed)} violations")
     if failed:
         res = failed[0]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from jepsen_like.sim.__main__ import main, run_seeds
+from jepsen_like.sim.__main__ import main, run_seeds, run_seeds_parallel
 from jepsen_like.sim.cluster import run
 from raftkv.raft.config import MUTATIONS
 
@@ -135,3 +135,13 @@ def test_replay_is_identical_across_processes_and_hash_seeds() -> None:
         return out.stdout
 
     assert replay("1") == replay("2")
+
+
+def test_parallel_runs_find_the_same_failing_seeds_as_serial_runs() -> None:
+    seeds = range(30)
+    _, serial = run_seeds(seeds, 200, mutation="skip_log_matching_check")
+    _, parallel = run_seeds_parallel(seeds, 200, 2, mutation="skip_log_matching_check")
+    assert serial, "the mutation is caught in 30 seeds"
+    assert [(r.seed, r.violation, r.digest) for r in serial] == [
+        (r.seed, r.violation, r.digest) for r in parallel
+    ]
