@@ -107,7 +107,7 @@ def pid_alive(pid: int | None) -> bool:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             return True
-        if b"serve" not in args:
+        if any(args) and b"serve" not in args:  # empty while the process is still exec'ing
             return False
         with contextlib.suppress(OSError):  # a zombie child of ours is not running
             stat = Path(f"/proc/{pid}/stat").read_text()
