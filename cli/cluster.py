@@ -180,8 +180,7 @@ def wait_ready(nodes: list[NodeInfo], timeout: float) -> list[str]:
     dead: list[str] = []
     while pending and time.monotonic() < deadline:
         for name, n in list(pending.items()):
-            _reap()
-            if not pid_alive(n.pid):
+            if not _running(n):
                 dead.append(name)
                 del pending[name]
             elif _port_open(n.client_addr):
@@ -191,21 +190,28 @@ def wait_ready(nodes: list[NodeInfo], timeout: float) -> list[str]:
     return dead + list(pending)
 
 
+def _running(n: NodeInfo) -> bool:
+    """Our own child that has not exited, or a recorded pid that is a raftkv server."""
+    proc = _children.get(n.pid or 0)
+    if proc is not None:
+        return proc.poll() is None
+    return pid_alive(n.pid)
+
+
 def stop_nodes(nodes: list[NodeInfo], grace: float) -> list[str]:
     """SIGTERM every live member, SIGKILL those still running after ``grace`` seconds.
     Returns the names of the members that had to be killed."""
-    live = [n for n in nodes if pid_alive(n.pid)]
+    live = [n for n in nodes if _running(n)]
     for n in live:
         with contextlib.suppress(ProcessLookupError):
             assert n.pid is not None
             os.kill(n.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(n.pid) for n in live):
-        _reap()
+    while time.monotonic() < deadline and any(_running(n) for n in live):
         time.sleep(0.05)
     killed = []
     for n in live:
-        if pid_alive(n.pid):
+        if _running(n):
             killed.append(n.name)
             with contextlib.suppress(ProcessLookupError):
                 assert n.pid is not None
@@ -215,7 +221,8 @@ def stop_nodes(nodes: list[NodeInfo], grace: float) -> list[str]:
             proc.wait(2.0)
     _reap()
     for n in nodes:
-        n.pid = None
+        if not _running(n):
+            n.pid = None
     return killed
 
 
