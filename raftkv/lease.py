@@ -60,7 +60,16 @@ class LeaseConfig:
 class Lease:
     """One lease.  ``ttl``, ``remaining`` and ``keys`` are replicated; the rest is leader-local."""
 
-    __slots__ = ("budget_deadline", "deadline", "id", "keys", "remaining", "retry_at", "ttl")
+    __slots__ = (
+        "budget_deadline",
+        "deadline",
+        "id",
+        "keys",
+        "recorded_at",
+        "remaining",
+        "retry_at",
+        "ttl",
+    )
 
     def __init__(self, lease_id: int, ttl: int, remaining: float) -> None:
         self.id = lease_id
@@ -72,6 +81,15 @@ class Lease:
         self.deadline: float | None = None
         self.budget_deadline: float | None = None
         self.retry_at = -math.inf
+        # Member-local (never replicated, never hashed): this member's clock when it applied
+        # the entry that recorded ``remaining``; None if unknown (restored from a snapshot).
+        self.recorded_at: float | None = None
+
+    def effective_remaining(self, now: float) -> float:
+        """The recorded budget minus the time since this member applied it."""
+        if self.recorded_at is None:
+            return self.remaining
+        return max(0.0, self.remaining - max(0.0, now - self.recorded_at))
 
 
 class Lessor:
@@ -86,6 +104,9 @@ class Lessor:
         self._heap: list[tuple[float, int]] = []  # (deadline, id), lazily invalidated
         self._last_now: float | None = None
         self._unclocked: set[int] = set()  # leases the leader has not started a clock for
+        self.apply_clock: float | None = None
+        """Member-local: the node sets this to its lease clock before applying each entry, so
+        a recorded budget carries *when* this member learned it (see :meth:`promote`)."""
 
     # --- replicated operations (applied from the log on every member) ---------------------
 
@@ -105,6 +126,7 @@ class Lessor:
             raise LeaseExists(lease_id)
         ttl = max(ttl, self.config.min_ttl)
         lease = Lease(lease_id, ttl, float(ttl))
+        lease.recorded_at = self.apply_clock
         self._leases[lease_id] = lease
         self._unclocked.add(lease_id)
         return lease
@@ -131,12 +153,14 @@ class Lessor:
             lease = self._leases.get(cp.id)
             if lease is not None:
                 lease.remaining = min(max(cp.remaining_ttl, 0.0), float(lease.ttl))
+                lease.recorded_at = self.apply_clock
 
     def apply_keep_alive(self, lease_id: int) -> Lease:
         """A keep-alive that went through the log: budget back to the full TTL; the leader
         restarts this lease's clock at its next leader-local call."""
         lease = self.get(lease_id)
         lease.remaining = float(lease.ttl)
+        lease.recorded_at = self.apply_clock
         lease.deadline = lease.budget_deadline = None
         self._unclocked.add(lease_id)
         return lease
@@ -191,7 +215,12 @@ class Lessor:
         left gets deadline ``now + b + extend`` (``extend``, normally the election timeout,
         lets clients find the new leader) — a lease whose budget is exhausted gets no grace.
         Returns the *promotion charge* the new leader must propose: every budget lowered by
-        ``extend``, so that repeated elections cannot keep an unrenewed lease alive forever."""
+        ``extend``, so that repeated elections cannot keep an unrenewed lease alive forever.
+
+        The budget ``b`` is the recorded one minus the time since this member applied it
+        (:meth:`Lease.effective_remaining`, on this member's own clock): the time without a
+        leader counts against the lease, so a lease whose leader dies mid-TTL still expires
+        about TTL after its last renewal, not TTL after the election (etcd 9395)."""
         self._primary = True
         self._heap = []
         self._last_now = now
@@ -199,7 +228,7 @@ class Lessor:
         charges: list[LeaseCheckpoint] = []
         for lease in self._leases.values():
             lease.retry_at = -math.inf
-            base = lease.remaining
+            base = lease.effective_remaining(now)
             charged = max(0.0, base - extend)
             if base > 0:
                 self._set_clock(lease, now + base + extend, now + charged)
@@ -272,9 +301,13 @@ class Lessor:
         return out
 
     def checkpoint(self, now: float) -> LeaseCheckpointRequest | None:
-        """Budgets to record through the log (call periodically while leader): for each
-        lease whose budget on this leader's clock is at least ``checkpoint_min_drop`` below
-        the recorded one.  Budgets are only ever lowered here."""
+        """Budgets to record through the log (call periodically while leader).
+
+        A lease is reported when its budget on this leader's clock is at least
+        ``checkpoint_min_drop`` below the recorded one (so a new leader cannot extend it), or
+        — for a lease renewed by leader-local keep-alives — when the record, aged by the time
+        since it was applied, has fallen a third of the TTL below the real budget (so a new
+        leader does not expire a lease its holder kept renewing)."""
         if not self._primary:
             return None
         self._observe(now)
@@ -285,6 +318,10 @@ class Lessor:
                 continue
             budget = max(0.0, lease.budget_deadline - now)
             if budget <= lease.remaining - self.config.checkpoint_min_drop:
+                out.append(LeaseCheckpoint(lease_id, budget))
+            elif lease.recorded_at is not None and budget >= lease.effective_remaining(now) + max(
+                self.config.checkpoint_min_drop, lease.ttl / 3
+            ):
                 out.append(LeaseCheckpoint(lease_id, budget))
         return LeaseCheckpointRequest(tuple(out)) if out else None
 

@@ -545,6 +545,7 @@ class Node:
             return
         result: ApplyResult | None = None
         if e.type == EntryType.NORMAL and e.data.startswith(ENTRY_KV):
+            self.fsm.lessor.apply_clock = self.lease_now()
             result = self.fsm.apply(e.index, e.data[1:])
             self.stats["applied"] += 1
             for listener in self.listeners:
@@ -719,7 +720,9 @@ class Node:
         resumes, etcd 15247).
         """
         lessor = self.fsm.lessor
-        extend = self.cfg.election_tick * self.cfg.tick_interval * 2
+        # Grace a new leader gives every lease so its holder can find it and renew; charged
+        # to the lease at each election (see Lessor.promote).
+        extend = self.cfg.election_tick * self.cfg.tick_interval / 2
         while not self._stopping:
             await asyncio.sleep(self.cfg.lease_interval)
             lessor = self.fsm.lessor  # a snapshot restore replaces it
