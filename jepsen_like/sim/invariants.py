@@ -104,24 +104,28 @@ class Checker:
             if prev_term is None:
                 prev_term = term_or_none(log, e.index - 1)
                 if prev_term is None:
-                    prev_term = -1  # compacted below the snapshot: unknown, skip this one
+                    prev_term = -1  # compacted below the snapshot: unknown
             key = (e.index, e.term)
+            kind = int(e.type)
             seen = persisted.get(key)
             if seen is None:
-                if prev_term >= 0:
-                    persisted[key] = (int(e.type), e.data, prev_term)
-            elif seen[1] != e.data or seen[0] != int(e.type):
-                self.fail(
-                    "log matching",
-                    f"node {node} persisted ({e.index}, t{e.term}) with payload {e.data!r}, "
-                    f"elsewhere {seen[1]!r}",
-                )
-            elif prev_term >= 0 and seen[2] != prev_term:
-                self.fail(
-                    "log matching",
-                    f"node {node} persisted ({e.index}, t{e.term}) after an entry of term "
-                    f"{prev_term}; elsewhere it follows term {seen[2]}",
-                )
+                persisted[key] = (kind, e.data, prev_term)
+            else:
+                seen_kind, seen_data, seen_prev = seen
+                if seen_data != e.data or seen_kind != kind:
+                    self.fail(
+                        "log matching",
+                        f"node {node} persisted ({e.index}, t{e.term}) with payload "
+                        f"{e.data!r}, elsewhere {seen_data!r}",
+                    )
+                elif prev_term >= 0 and seen_prev >= 0 and seen_prev != prev_term:
+                    self.fail(
+                        "log matching",
+                        f"node {node} persisted ({e.index}, t{e.term}) after an entry of term "
+                        f"{prev_term}; elsewhere it follows term {seen_prev}",
+                    )
+                elif seen_prev < 0 <= prev_term:
+                    persisted[key] = (kind, e.data, prev_term)
             prev_term = e.term
 
     def on_message_out(self, node: int, m: Message, hs: HardState, last_index: int) -> None:
