@@ -264,6 +264,34 @@ def cluster_start(
             click.echo(f"using the {len(members)} members recorded in {data_dir / STATE_FILE}")
     else:
         members = plan(nodes, data_dir, base_port, host)
+    if detach:
+        _start_members(data_dir, members, wait_s, stop_on_failure=False)
+        return
+    # Foreground: signals are caught before the first member starts, so a Ctrl-C or SIGTERM at
+    # any moment stops every member this command started.
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _start_members(data_dir, members, wait_s, stop_on_failure=True)
+        click.echo("running in the foreground; Ctrl-C stops the cluster")
+        while not stop.wait(0.5):
+            _reap()
+        click.echo("stopping the cluster")
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        stop_nodes(members, 10.0)
+        save(data_dir, members)
+
+
+def _start_members(
+    data_dir: Path, members: list[NodeInfo], wait_s: float, *, stop_on_failure: bool
+) -> None:
+    """Start the members that are not running, wait for their ports, print the endpoints."""
     started = []
     for n in members:
         if pid_alive(n.pid):
@@ -275,7 +303,7 @@ def cluster_start(
         bad = wait_ready(started, wait_s)
         if bad:
             logs = ", ".join(str(Path(m.log)) for m in members if m.name in bad)
-            if not detach:
+            if stop_on_failure:
                 stop_nodes(members, 5.0)
                 save(data_dir, members)
             raise click.ClickException(f"member(s) {', '.join(bad)} did not start; see {logs}")
@@ -284,28 +312,6 @@ def cluster_start(
         state = "started" if n.name in fresh else "already running"
         click.echo(f"{n.name}: {state}, pid {n.pid}, client {n.client_addr}, peer {n.peer_addr}")
     click.echo("endpoints: " + ",".join(n.client_addr for n in members))
-    if detach:
-        return
-    _foreground(data_dir, members)
-
-
-def _foreground(data_dir: Path, members: list[NodeInfo]) -> None:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        click.echo("running in the foreground; Ctrl-C stops the cluster")
-        while not stop.wait(0.5):
-            _reap()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        click.echo("stopping the cluster")
-        stop_nodes(members, 10.0)
-        save(data_dir, members)
 
 
 @cluster.command("stop")
