@@ -128,9 +128,12 @@ def grudge(
     * ``one``: one random member alone; ``leader``: the leader alone;
     * ``halves``: a random minority | majority split;
     * ``ring``: overlapping majorities, each member sees only its ring neighbours (and with
-      five members every majority shares someone with every other);
+      five members every majority shares someone with every other; below five members
+      it is a bridge);
     * ``bridge``: two halves joined only through one bridge member.
     """
+    if shape == "ring" and len(nodes) < 5:
+        shape = "bridge"  # with 3 members every pair of neighbours is everyone
     ns = list(nodes)
     rng.shuffle(ns)
     g: dict[str, set[str]] = {n: set() for n in nodes}
