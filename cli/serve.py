@@ -79,6 +79,19 @@ def _parse_cluster_id(value: str | None) -> int | None:
     "--snapshot-count", default=10_000, show_default=True, help="Applied entries between snapshots."
 )
 @click.option(
+    "--auto-compaction-mode",
+    type=click.Choice(["off", "periodic", "revision"]),
+    default="off",
+    show_default=True,
+    help="Compact history automatically (as etcd).",
+)
+@click.option(
+    "--auto-compaction-retention",
+    default=0.0,
+    show_default=True,
+    help="Seconds of history (periodic) or number of revisions (revision) to keep.",
+)
+@click.option(
     "--snapshot-catchup-entries",
     default=5_000,
     show_default=True,
@@ -100,6 +113,8 @@ def serve(
     election_ticks: int,
     snapshot_count: int,
     snapshot_catchup_entries: int,
+    auto_compaction_mode: str,
+    auto_compaction_retention: float,
 ) -> None:
     """Run one raftkv member until SIGTERM or Ctrl-C."""
     from raftkv.metrics import setup_logging
@@ -126,6 +141,8 @@ def serve(
         election_tick=election_ticks,
         snapshot_count=snapshot_count,
         snapshot_catchup_entries=snapshot_catchup_entries,
+        auto_compaction_mode=auto_compaction_mode,
+        auto_compaction_retention=auto_compaction_retention,
     )
     import os
 

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -61,6 +61,14 @@ class _NodeCollector(Collector):
         yield g("disk_fsync_total", "Ready persistence transactions.", n.stats["fsync_count"])
         yield g("apply_seconds_total", "Time applying entries.", n.stats["apply_seconds"])
         yield g("db_size_bytes", "Size of the data directory.", n.db_size())
+        peer = GaugeMetricFamily(
+            "raftkv_peer_round_trip_seconds",
+            "Last heartbeat round trip to a peer.",
+            labels=["peer"],
+        )
+        for pid, secs in sorted(n.peer_rtt.items()):
+            peer.add_metric([f"{pid:x}"], secs)
+        yield peer
         rtt = getattr(getattr(n.transport, "inner", None), "stats", None)
         if rtt is not None:
             for attr in ("messages_sent", "messages_received", "frames_dropped"):
@@ -79,6 +87,21 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        buckets = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.5, 1.0)
+        self.fsync = Histogram(
+            "raftkv_disk_fsync_duration_seconds",
+            "Time to persist one Ready (one SQLite transaction + fsync).",
+            buckets=buckets,
+            registry=self.registry,
+        )
+        self.apply = Histogram(
+            "raftkv_apply_duration_seconds",
+            "Time to apply one Ready's committed entries.",
+            buckets=buckets,
+            registry=self.registry,
+        )
+        node.observe_fsync = self.fsync.observe
+        node.observe_apply = self.apply.observe
         self.started = Gauge(
             "raftkv_start_time_seconds", "Unix time the member started.", registry=self.registry
         )

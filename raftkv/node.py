@@ -208,6 +208,12 @@ class NodeConfig:
     request_timeout: float = 5.0
     lease_interval: float = 0.25
     """How often the leader checks lease expiry and checkpoints."""
+    auto_compaction_mode: str = "off"
+    """``periodic``: keep about ``auto_compaction_retention`` seconds of history;
+    ``revision``: keep the last ``auto_compaction_retention`` revisions; ``off``."""
+    auto_compaction_retention: float = 0.0
+    auto_compaction_interval: float = 5.0
+    """How often ``revision`` mode checks (``periodic`` samples every retention / 10)."""
     fsm_factory: Callable[[], KVStateMachine] = field(default_factory=lambda: _default_fsm)
     mutations: frozenset[str] = frozenset()
     """Test-only Raft core mutations (raftkv.raft.config.MUTATIONS)."""
@@ -275,6 +281,11 @@ class Node:
         self.leader_changes = 0
         self._attrs_applied = False
         self._snapshotting = False
+        self.peer_rtt: dict[int, float] = {}
+        """Last heartbeat round-trip time to each peer, seconds (leader only)."""
+        self._hb_sent: dict[int, float] = {}
+        self.observe_fsync: Callable[[float], None] | None = None
+        self.observe_apply: Callable[[float], None] | None = None
         self.clock_skew = 0.0
         """Test hook: seconds added to this member's lease clock (the ``clock`` nemesis)."""
         self.listeners: list[Callable[[ApplyResult], None]] = []
@@ -353,6 +364,10 @@ class Node:
             asyncio.create_task(node._publish_loop(), name=f"raftkv-publish-{cfg.name}"),
             asyncio.create_task(node._lease_loop(), name=f"raftkv-lease-{cfg.name}"),
         ]
+        if cfg.auto_compaction_mode != "off" and cfg.auto_compaction_retention > 0:
+            node._tasks.append(
+                asyncio.create_task(node._compaction_loop(), name=f"raftkv-compact-{cfg.name}")
+            )
         log.info(
             "node started",
             extra={
@@ -407,6 +422,10 @@ class Node:
                     )
                     self._wake.set()
             return
+        if m.type == MessageType.HEARTBEAT_RESP:
+            sent = self._hb_sent.pop(m.frm, None)
+            if sent is not None:
+                self.peer_rtt[m.frm] = time.perf_counter() - sent
         try:
             self.rn.step(m)
         except (RaftError, ValueError) as e:
@@ -464,10 +483,17 @@ class Node:
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             t0 = time.perf_counter()
             await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
-            self.stats["fsync_seconds"] += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.stats["fsync_seconds"] += took
             self.stats["fsync_count"] += 1
+            if self.observe_fsync is not None:
+                self.observe_fsync(took)
         # 2. send, only now that what the messages promise is durable
         if rd.messages and self.transport is not None:
+            now = time.perf_counter()
+            for m in rd.messages:
+                if m.type == MessageType.HEARTBEAT and m.to not in self._hb_sent:
+                    self._hb_sent[m.to] = now
             self.transport.send(list(rd.messages))
         # 3. apply
         t1 = time.perf_counter()
@@ -477,7 +503,10 @@ class Node:
             log.info("installed the leader's snapshot", extra={"index": rd.snapshot.meta.index})
         for e in rd.committed_entries:
             self._apply_entry(e)
-        self.stats["apply_seconds"] += time.perf_counter() - t1
+        took = time.perf_counter() - t1
+        self.stats["apply_seconds"] += took
+        if self.observe_apply is not None and rd.committed_entries:
+            self.observe_apply(took)
         for rs in rd.read_states:
             fut = self._read_waiters.pop(rs.request_ctx, None)
             if fut is not None and not fut.done():
@@ -756,6 +785,42 @@ class Node:
                 log.debug("lease duty skipped: %s", e)
             except Exception:
                 log.exception("lease loop error")
+
+    async def _compaction_loop(self) -> None:
+        """Automatic compaction, decided by the leader and applied through the log (etcd's
+        ``--auto-compaction-mode``/``--auto-compaction-retention``).
+
+        ``revision`` mode compacts to ``revision - retention`` every few seconds.  ``periodic``
+        mode samples the revision every ``retention / 10`` seconds and compacts to the sample
+        taken ``retention`` seconds ago, so about that much history stays readable.
+        """
+        from raftkv.api import CompactionRequest
+
+        mode = self.cfg.auto_compaction_mode
+        retention = self.cfg.auto_compaction_retention
+        interval = (
+            max(retention / 10, 0.1) if mode == "periodic" else self.cfg.auto_compaction_interval
+        )
+        samples: list[tuple[float, int]] = []
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            rev = self.fsm.revision
+            samples.append((now, rev))
+            if not self.is_leader:
+                continue
+            if mode == "revision":
+                target = rev - int(retention)
+            else:
+                old = [r for t, r in samples if now - t >= retention]
+                samples = [(t, r) for t, r in samples if now - t < retention * 2]
+                target = max(old) if old else 0
+            if target > self.fsm.compact_revision:
+                try:
+                    await self.propose(CompactionRequest(target))
+                    log.info("auto-compacted", extra={"revision": target, "mode": mode})
+                except RaftError as e:
+                    log.debug("auto-compaction skipped: %s", e)
 
     # --- the API the server uses -----------------------------------------------------------
 

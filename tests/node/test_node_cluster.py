@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,31 @@ async def test_member_added_without_compaction_learns_the_initial_voters(tmp_pat
         await cluster.wait_converged()
         assert set(m.node.conf_state.voters) == set(leader.node.conf_state.voters)
         assert len(m.node.conf_state.voters) == 4
+
+
+@pytest.mark.parametrize("mode,retention", [("revision", 20.0), ("periodic", 0.5)])
+async def test_auto_compaction_keeps_the_configured_history(
+    tmp_path: Path, mode: str, retention: float
+) -> None:
+    async with LocalCluster(
+        3,
+        tmp_path,
+        auto_compaction_mode=mode,
+        auto_compaction_retention=retention,
+        auto_compaction_interval=0.1,
+    ) as cluster:
+        leader = await cluster.wait_leader()
+        assert leader.node is not None
+        for i in range(60):
+            await leader.node.propose(PutRequest(b"ac", b"%d" % i))
+        rev = leader.node.fsm.revision
+        # revision mode: compacts to exactly rev - 20; periodic: history older than 0.5 s.
+        want = rev - 20 if mode == "revision" else rev
+        for _ in range(100):  # bounded wait for the leader's compaction entry
+            if leader.node.fsm.compact_revision >= want:
+                break
+            await asyncio.sleep(0.05)
+        compacted = leader.node.fsm.compact_revision
+        assert compacted == want, f"compacted to {compacted}, expected {want}"
+        await cluster.wait_converged()
+        assert {n.fsm.compact_revision for n in cluster.nodes()} == {compacted}
