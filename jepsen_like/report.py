@@ -77,7 +77,7 @@ def timeline_svg(history: list[Event], marked: list[int]) -> str:
     scale = (WIDTH - LEFT - 10) / (hi - lo)
 
     def x(t: int) -> float:
-        return LEFT + (min(max(t, lo), hi) - lo) * scale
+        return float(LEFT + (min(max(t, lo), hi) - lo) * scale)
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
@@ -127,7 +127,8 @@ def timeline_svg(history: list[Event], marked: list[int]) -> str:
 
 def render(doc: dict[str, Any], history: list[Event]) -> str:
     marked = anomaly_ops(doc)
-    verdict = {True: "VALID", False: "INVALID"}.get(doc.get("valid"), "UNKNOWN")  # type: ignore[call-overload]
+    valid = doc.get("valid")
+    verdict = "VALID" if valid is True else "INVALID" if valid is False else "UNKNOWN"
     color = {"VALID": "#2e7d32", "INVALID": "#c62828"}.get(verdict, "#ef6c00")
     rows = []
     for name, res in doc.get("checks", {}).items():

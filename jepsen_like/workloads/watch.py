@@ -226,12 +226,12 @@ def check_watch(
         if any(b < a for a, b in itertools.pairwise(revs)):
             problems.append({"kind": "unordered", "watcher": w})
         lo, hi = starts.get(w, s["start"]), s["last"]
-        want = [_ident(e) for e in truth if lo <= e["mod"] <= hi]
+        wanted = [_ident(e) for e in truth if lo <= e["mod"] <= hi]
         have = [_ident(e) for e in got]
-        if have != want:
+        if have != wanted:
             first = next(
-                (i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b),
-                min(len(have), len(want)),
+                (i for i, (a, b) in enumerate(zip(have, wanted, strict=False)) if a != b),
+                min(len(have), len(wanted)),
             )
             problems.append(
                 {
@@ -239,9 +239,9 @@ def check_watch(
                     "watcher": w,
                     "at": first,
                     "have": have[first : first + 3],
-                    "want": want[first : first + 3],
+                    "want": wanted[first : first + 3],
                     "have_len": len(have),
-                    "want_len": len(want),
+                    "want_len": len(wanted),
                 }
             )
         if s["end"] and hi < s["end"]:

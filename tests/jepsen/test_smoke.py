@@ -1,0 +1,91 @@
+"""CI smoke matrix: real `raftkv serve` clusters under faults, through the CLI (slow).
+
+Five short correct runs that must pass, and two runs against deliberately broken servers
+(RAFTKV_UNSAFE) that must fail: the proof that these checks can fail at all.  About 4-5
+minutes in all on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(out: Path, *args: str) -> tuple[int, str, dict[str, Any], list[dict[str, Any]]]:
+    cmd = [sys.executable, "-m", "jepsen_like", "run", "--out", str(out), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    doc = json.loads((out / "results.json").read_text())
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    return proc.returncode, proc.stdout + proc.stderr, doc, history
+
+
+def _faults(history: list[dict[str, Any]], name: str) -> list[Any]:
+    return [
+        e.get("value")
+        for e in history
+        if e["process"] == -1 and e["type"] == "info" and e["f"] == f"start-{name}"
+    ]
+
+
+MATRIX = [
+    ("register", "kill", "linearizable"),
+    ("register", "partition", "linearizable"),
+    ("append", "pause", "elle"),
+    ("watch", "kill", "watch"),
+    ("lease", "clock", "lease"),
+]
+
+
+@pytest.mark.parametrize(("workload", "nemesis", "check"), MATRIX)
+def test_correct_cluster_passes(tmp_path: Path, workload: str, nemesis: str, check: str) -> None:
+    out = tmp_path / "run"
+    rc, text, doc, history = _run(
+        out, "--workload", workload, "--nemesis", nemesis, "--time", "20", "--seed", "1"
+    )
+    assert rc == 0, text + json.dumps(doc["checks"], default=str)[:3000]
+    assert text.strip().splitlines()[-1].startswith("VALID"), "one summary line at the end"
+    assert doc["checks"][check]["valid"] is True
+    assert doc["ops"]["ok"] > 50, "the clients got work done"
+    faults = _faults(history, nemesis)
+    assert faults and not any("error" in (f or {}) for f in faults), faults
+    assert sorted(p.name for p in out.glob("n*.log")) == ["n1.log", "n2.log", "n3.log"]
+    assert (out / "report.html").stat().st_size > 1000
+
+
+def test_stale_reads_are_not_linearizable(tmp_path: Path) -> None:
+    out = tmp_path / "stale"
+    rc, text, doc, _ = _run(
+        out, "--workload", "register", "--nemesis", "partition", "--time", "12",
+        "--unsafe", "stale_reads", "--seed", "2",
+    )  # fmt: skip
+    assert rc == 1, text
+    assert doc["checks"]["linearizable"]["valid"] is False
+    assert "not linearizable" in doc["checks"]["linearizable"]["report"]
+    assert "First anomaly" in (out / "report.html").read_text()
+    # the stored run re-checks to the same verdict
+    again = subprocess.run(
+        [sys.executable, "-m", "jepsen_like", "check", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 1 and again.stdout.startswith("INVALID")
+
+
+def test_apply_twice_duplicates_set_elements(tmp_path: Path) -> None:
+    out = tmp_path / "twice"
+    rc, text, doc, _ = _run(
+        out, "--workload", "set", "--nemesis", "kill:followers", "--time", "15",
+        "--unsafe", "apply_twice", "--seed", "3",
+    )  # fmt: skip
+    assert rc == 1, text
+    res = doc["checks"]["set"]
+    assert res["valid"] is False
+    assert res["duplicates"], res
