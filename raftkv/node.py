@@ -1047,7 +1047,10 @@ async def _bootstrap(
     """
     from raftkv.raft import HardState, Snapshot, SnapshotMeta
 
-    snap = Snapshot(SnapshotMeta(1, 1, conf), _node_snapshot(fsm, members))
+    # Client addresses are not part of the bootstrap (every member would write a different
+    # table); each member publishes its own through the log (_publish_loop).
+    blank = {i: Member(m.id, m.name, m.peer_addr) for i, m in members.items()}
+    snap = Snapshot(SnapshotMeta(1, 1, conf), _node_snapshot(fsm, blank))
     await storage.save(HardState(term=1, vote=NONE, commit=1), [], snap)
 
 

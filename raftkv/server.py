@@ -116,6 +116,8 @@ class Server:
         if test_hooks:
             self.extra_handlers["debug_fault"] = self._debug_fault
         self.hub = WatchHub(lambda: node.fsm)
+        self.hub_progress_interval = 10.0
+        """Seconds between progress notifications on quiet watches that asked for them."""
         node.listeners.append(self.hub.on_apply)
 
     @property
@@ -329,7 +331,9 @@ class Server:
         def send(d: dict[str, Any]) -> None:
             conn.send([req_id, int(Reply.STREAM), d])
 
-        await self.hub.serve(spec, send, conn.writer.drain, n_watches + 1)
+        await self.hub.serve(
+            spec, send, conn.writer.drain, n_watches + 1, self.hub_progress_interval
+        )
         return None
 
     async def _lease_leases(self, conn: _Conn, req_id: int, payload: Any) -> Any:
