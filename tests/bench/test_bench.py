@@ -256,3 +256,29 @@ def test_check_perf_rejects_unknown_load(tc: ThreadCluster) -> None:
     res = CliRunner().invoke(cli, ["check", "perf", "--endpoints", tc.endpoints, "--load", "q"])
     assert res.exit_code == 2
     assert "unknown load option q" in res.output
+
+
+def test_global_endpoints_option_reaches_the_benchmarks(tc: ThreadCluster) -> None:
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--endpoints", tc.endpoints, "benchmark", "put", "--total", "5",
+            "--sequential-keys", "--prefix", "/g/",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert_report_shape(res.stdout, 5)
+    assert tc.count(b"/g/") == 5
+
+
+def test_benchmark_put_refuses_keys_too_small_for_the_key_space(tc: ThreadCluster) -> None:
+    res = CliRunner().invoke(
+        cli,
+        [
+            "benchmark", "put", "--endpoints", tc.endpoints, "--total", "1000",
+            "--key-size", "4", "--prefix", "/k/",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 1
+    assert "key size 4 is too small" in res.output
+    assert tc.count(b"/k/") == 0
