@@ -48,7 +48,7 @@ def resolve_endpoints(value: str | None) -> list[str]:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a benchmark coroutine; raftkv errors become one ``Error: ...`` line and exit 1."""
+    """Run a benchmark coroutine; raftkv errors become one 'Error: ...' line and exit 1."""
     try:
         return asyncio.run(coro)
     except RaftKVError as e:
@@ -99,7 +99,7 @@ def bench_put(
     prefix: str,
 ) -> None:
     """Put TOTAL keys from CLIENTS concurrent clients over CONNS connections (etcd's
-    ``benchmark put``)."""
+    'benchmark put')."""
     from raftkv.bench.load import run_put
 
     eps = resolve_endpoints(endpoints)
@@ -143,7 +143,7 @@ def bench_range(
     range_end: str | None,
     consistency: str,
 ) -> None:
-    """Get KEY (or [KEY, RANGE_END)) TOTAL times (etcd's ``benchmark range``)."""
+    """Get KEY (or [KEY, RANGE_END)) TOTAL times (etcd's 'benchmark range')."""
     from raftkv.bench.load import run_range
 
     eps = resolve_endpoints(endpoints)
@@ -230,7 +230,7 @@ def bench_failover(
     election_ticks: int,
     data_dir: Path | None,
 ) -> None:
-    """Start NODES real ``raftkv serve`` processes, write continuously, SIGKILL the leader and
+    """Start NODES real 'raftkv serve' processes, write continuously, SIGKILL the leader and
     report how long writes stopped.  Stops every process it starts."""
     from raftkv.bench.failover import measure_failover, process_cluster
 
@@ -257,7 +257,7 @@ def bench_failover(
 
 @click.group("check")
 def check() -> None:
-    """Check properties of the cluster (etcdctl ``check``)."""
+    """Check properties of the cluster (etcdctl 'check')."""
 
 
 @check.command("perf")
