@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jepsen_like.checker.elle import check, check_history, tarjan_scc
+from jepsen_like.checker.elle import _realtime, _txns, check, check_history, tarjan_scc
 from jepsen_like.checker.history import Completed, Op, OpType, Outcome
 
 Mop = list[Any]
@@ -141,6 +141,43 @@ def test_stale_read_is_a_realtime_anomaly_only() -> None:
     assert kinds == ["rt", "rw"]
     assert _stale(bad=True).check("serializable")["valid"] is True
     assert _stale(bad=False).check()["valid"] is True
+
+
+def test_realtime_edges_from_every_concurrent_predecessor() -> None:
+    h = H()
+    h.ok([a("x", 1)], 0, 10)
+    h.ok([a("y", 1)], 0, 12)  # concurrent with the first; both return before the read
+    h.ok([r("x", [])], 20, 30)
+    h.ok([r("x", [1]), r("y", [1])], 40, 50)
+    assert h.check()["anomaly_types"] == ["G-single-realtime"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 20), st.booleans()), max_size=25))
+def test_realtime_reachability_is_returned_before_invoked(
+    spans: list[tuple[int, int, bool]],
+) -> None:
+    """The reduced rt graph reaches T2 from T1 exactly when T1 returned before T2 began."""
+    h = H()
+    for call, length, known in spans:
+        if known:
+            h.ok([a("x", len(h.txns))], call, call + length)
+        else:
+            h.info([a("x", len(h.txns))], call)
+    txns = _txns(h.txns)
+    graph: dict[int, dict[int, int]] = {}
+    _realtime(txns, {t.id for t in txns}, graph, {})
+    for t1 in txns:
+        reach, todo = set(), [t1.id]
+        while todo:
+            for n in graph.get(todo.pop(), {}):
+                if n not in reach:
+                    reach.add(n)
+                    todo.append(n)
+        expected = {
+            t2.id for t2 in txns if t1.return_ns is not None and t1.return_ns < t2.invoke_ns
+        }
+        assert reach == expected
 
 
 def test_concurrent_read_may_miss_a_write() -> None:
