@@ -491,7 +491,6 @@ def tarjan_scc(graph: Graph) -> list[list[int]]:
 
 # --- cycle search ------------------------------------------------------------------------
 
-_NON_RW: Final = EdgeKind.WW | EdgeKind.WR
 _SEARCH_BUDGET: Final = 200_000
 """Node visits allowed for the G-single search in one component (keeps bad histories fast)."""
 
@@ -503,11 +502,20 @@ def _sub(graph: Graph, nodes: set[int], mask: int) -> Graph:
     }
 
 
-def _path(g: Graph, src: int, dst: int, budget: list[int]) -> list[int] | None:
+def _path(
+    g: Graph,
+    src: int,
+    dst: int,
+    budget: list[int],
+    rank: dict[int, int] | None = None,
+) -> list[int] | None:
     """Shortest path src ->+ dst in ``g`` (BFS; src == dst gives a cycle), or None.
 
-    Spends ``budget[0]`` node visits and gives up when they run out.
+    Spends ``budget[0]`` node visits and gives up when they run out.  With ``rank`` (edges
+    of ``g`` never go to a higher rank; see :func:`_single_rw_cycle`), nodes ranked below
+    ``dst`` are not explored: they cannot reach it.
     """
+    floor = 0 if rank is None else rank[dst]
     parent: dict[int, int] = {src: src}
     queue = deque([src])
     while queue:
@@ -521,7 +529,7 @@ def _path(g: Graph, src: int, dst: int, budget: list[int]) -> list[int] | None:
                 while path[-1] != src:
                     path.append(parent[path[-1]])
                 return path[::-1]
-            if w not in parent:
+            if w not in parent and (rank is None or rank[w] >= floor):
                 parent[w] = v
                 queue.append(w)
     return None
@@ -538,17 +546,30 @@ def _cycle_in(g: Graph) -> list[int] | None:
 
 
 def _single_rw_cycle(g_all: Graph, nodes: set[int], mask: int) -> list[int] | None:
-    """A cycle with exactly one rw edge, the rest within ``mask``, or None."""
+    """A cycle with exactly one rw edge, the rest within ``mask``, or None.
+
+    An rw edge a -> b closes such a cycle iff b reaches a without rw.  Tarjan lists the
+    components of the rw-free subgraph sinks first, so with ``rank`` = that position every
+    edge goes from a rank to the same or a lower one: b can reach a only if
+    ``rank[b] >= rank[a]``, and the search never needs nodes ranked below a.  Candidates
+    closest in rank are tried first; the whole search has a visit budget.
+    """
     g = _sub(g_all, nodes, mask)
+    rank = {v: i for i, comp in enumerate(tarjan_scc(g)) for v in comp}
+    rw_edges = [
+        (a, b)
+        for a in nodes
+        for b, m in g_all.get(a, {}).items()
+        if b in nodes and m & _RW and rank[b] >= rank[a]
+    ]
+    rw_edges.sort(key=lambda e: rank[e[1]] - rank[e[0]])
     budget = [_SEARCH_BUDGET]
-    for a in nodes:
-        for b, m in g_all.get(a, {}).items():
-            if b in nodes and m & EdgeKind.RW:
-                p = _path(g, b, a, budget)
-                if p is not None:
-                    return [a, *p]
-                if budget[0] < 0:
-                    return None
+    for a, b in rw_edges:
+        p = _path(g, b, a, budget, rank)
+        if p is not None:
+            return [a, *p]
+        if budget[0] < 0:
+            return None
     return None
 
 
@@ -559,23 +580,26 @@ def _find_cycle(
     res: _Result,
     realtime: bool,
 ) -> None:
-    """Report the most severe short cycle of one strongly connected component."""
-    passes = [0, int(EdgeKind.RT)] if realtime else [0]
+    """Report short cycles of one strongly connected component, one per anomaly type.
+
+    Searches go from the most to the least restrictive edge set (ww; ww+wr; one rw; any),
+    first without rt edges, then with them, so each cycle found is as severe as possible.
+    """
+    passes = [0, _RT] if realtime else [0]
+    found: set[str] = set()
     for rt in passes:
         for mask, single_rw in (
-            (EdgeKind.WW | rt, False),
-            (_NON_RW | rt, False),
-            (_NON_RW | rt, True),
-            (_NON_RW | EdgeKind.RW | rt, False),
+            (_WW | rt, False),
+            (_WW | _WR | rt, False),
+            (_WW | _WR | rt, True),
+            (_WW | _WR | _RW | rt, False),
         ):
             if single_rw:
-                cycle = _single_rw_cycle(graph, nodes, int(mask))
+                cycle = _single_rw_cycle(graph, nodes, mask)
             else:
-                cycle = _cycle_in(_sub(graph, nodes, int(mask)))
+                cycle = _cycle_in(_sub(graph, nodes, mask))
             if cycle is not None:
-                allowed = int(mask) | (EdgeKind.RW if single_rw else 0)
-                _report_cycle(graph, cycle, allowed, why, res)
-                return
+                _report_cycle(graph, cycle, mask | (_RW if single_rw else 0), why, res, found)
 
 
 def _report_cycle(
@@ -584,7 +608,9 @@ def _report_cycle(
     allowed: int,
     why: dict[tuple[int, int, int], Hashable],
     res: _Result,
+    found: set[str],
 ) -> None:
+    """Name a cycle by its edges and report it, unless this component already has one."""
     steps = []
     rw = wr = rt = 0
     for a, b in pairwise(cycle):
@@ -600,4 +626,6 @@ def _report_cycle(
     name = "G2" if rw >= 2 else "G-single" if rw == 1 else "G1c" if wr else "G0"
     if rt:
         name += "-realtime"
-    res.add(name, {"cycle": cycle, "steps": steps})
+    if name not in found:
+        found.add(name)
+        res.add(name, {"cycle": cycle, "steps": steps})
