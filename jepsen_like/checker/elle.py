@@ -492,7 +492,9 @@ def tarjan_scc(graph: Graph) -> list[list[int]]:
 # --- cycle search ------------------------------------------------------------------------
 
 _SEARCH_BUDGET: Final = 200_000
-"""Node visits allowed for the G-single search in one component (keeps bad histories fast)."""
+"""Node visits allowed per cycle search in one component (keeps bad histories fast)."""
+_G2_STARTS: Final = 16
+"""Start nodes tried when looking for a cycle with two or more rw edges."""
 
 
 def _sub(graph: Graph, nodes: set[int], mask: int) -> Graph:
@@ -535,13 +537,33 @@ def _path(
     return None
 
 
-def _cycle_in(g: Graph) -> list[int] | None:
-    """A shortest cycle through one node of a cyclic component of ``g``, or None."""
+def _cycle_in(g: Graph, prefer_rw: int = 0) -> list[int] | None:
+    """A shortest cycle through one node of a cyclic component of ``g``, or None.
+
+    With ``prefer_rw`` > 0, up to :data:`_G2_STARTS` start nodes (sources of rw-only edges
+    first) are tried for a cycle with that many rw-only edges; failing that, the first cycle
+    found is returned.
+    """
     for comp in tarjan_scc(g):
-        if len(comp) > 1:
-            cycle = _path(g, min(comp), min(comp), [len(g) + 1])
-            assert cycle is not None  # every member of a cyclic component lies on a cycle
-            return cycle
+        if len(comp) < 2:
+            continue
+        starts = sorted(comp)
+        if prefer_rw:
+            starts.sort(key=lambda v: not any(m == _RW for m in g[v].values()))
+            starts = starts[:_G2_STARTS]
+        first: list[int] | None = None
+        budget = [_SEARCH_BUDGET]
+        for start in starts:
+            cycle = _path(g, start, start, budget)
+            if cycle is None:
+                break  # out of budget (every member of a cyclic component lies on a cycle)
+            first = first or cycle
+            rw = sum(g[a][b] == _RW for a, b in pairwise(cycle))
+            if rw >= prefer_rw:
+                return cycle
+        if first is None:
+            first = _path(g, starts[0], starts[0], [len(g) + 1])
+        return first
     return None
 
 
@@ -597,7 +619,7 @@ def _find_cycle(
             if single_rw:
                 cycle = _single_rw_cycle(graph, nodes, mask)
             else:
-                cycle = _cycle_in(_sub(graph, nodes, mask))
+                cycle = _cycle_in(_sub(graph, nodes, mask), 2 if mask & _RW else 0)
             if cycle is not None:
                 _report_cycle(graph, cycle, mask | (_RW if single_rw else 0), why, res, found)
 

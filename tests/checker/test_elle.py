@@ -126,6 +126,34 @@ def test_g2_write_skew() -> None:
     assert _write_skew(bad=False).check()["valid"] is True
 
 
+def test_each_anomaly_type_of_a_component_is_reported() -> None:
+    """A short G2 cycle and a longer G-single cycle share T1: both are reported."""
+    h = H()
+    t2 = h.ok([a("x", 2), a("y", 2)])
+    h.ok([a("y", 3), a("z", 3)])
+    t4 = h.ok([a("z", 4), a("w", 4)])
+    t1 = h.ok([r("w", [4]), r("x", []), r("q", []), a("p", 1)])
+    t5 = h.ok([a("q", 5), r("p", [])])
+    h.ok([r("x", [2]), r("y", [2, 3]), r("z", [3, 4]), r("q", [5]), r("p", [1]), r("w", [4])])
+    res = h.check()
+    assert res["anomaly_types"] == ["G-single", "G2"]
+    assert sorted(res["anomalies"]["G2"][0]["cycle"]) == sorted([t1, t5, t1])
+    single = res["anomalies"]["G-single"][0]["cycle"]
+    assert len(single) == 5 and {t1, t2, t4} <= set(single)
+
+
+def test_g_single_through_a_g1c_component() -> None:
+    """The single-rw cycle runs through the members of a wr cycle (G1c), not just past it."""
+    h = H()
+    t1 = h.ok([a("a", 1), r("b", [7]), r("x", [])])
+    t2 = h.ok([a("x", 2), a("y", 2)])
+    t7 = h.ok([a("b", 7), r("a", [1]), r("y", [2])])
+    h.ok([r("x", [2])])
+    res = h.check()
+    assert res["anomaly_types"] == ["G-single", "G1c"]
+    assert sorted(res["anomalies"]["G-single"][0]["cycle"][:-1]) == sorted([t1, t2, t7])
+
+
 def _stale(bad: bool) -> H:
     h = H()
     h.ok([a("x", 1)], 0, 10)
