@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jepsen_like import nemesis as nem
+from jepsen_like.checker.history import HistoryWriter
 from jepsen_like.control import Control
 from jepsen_like.report import write_report
 from jepsen_like.workloads import WORKLOADS, make_workload
@@ -35,7 +36,6 @@ from jepsen_like.workloads.base import (
     RunContext,
     read_history_file,
     read_jsonl,
-    write_history_file,
     write_jsonl,
 )
 
@@ -81,6 +81,8 @@ async def _run(opts: RunOptions) -> RunResult:
     if opts.workload not in WORKLOADS:
         raise ValueError(f"unknown workload {opts.workload!r} (known: {', '.join(WORKLOADS)})")
     nemeses = nem.parse(opts.nemesis)
+    if opts.workload == "watch" and any(n.name == "compact" for n in nemeses):
+        raise ValueError("the watch workload needs the whole history: no compact nemesis")
     out = Path(opts.out)
     if out.exists():
         shutil.rmtree(out)
@@ -94,46 +96,63 @@ async def _run(opts: RunOptions) -> RunResult:
         snap_count = min(snap_count, nem.Snapshot.snapshot_count)
     control = Control(opts.nodes, out / "data", env=env, snapshot_count=snap_count)
     rng = random.Random(opts.seed)
-    rec = Recorder()
+    writer = HistoryWriter(out / "history.jsonl")
+    rec = Recorder(writer)
     workload = make_workload(opts.workload)
     ctx = RunContext(control, rec, random.Random(rng.random()), out, opts.clients)
     nemesis_rng = random.Random(rng.random())
     notes: dict[str, Any] = {}
     try:
-        control.start()
-        await control.wait_healthy(30.0)
-        await workload.setup(ctx)
-        clients = [
-            asyncio.create_task(_client(workload, ctx, p), name=f"client-{p}")
-            for p in range(opts.clients)
-        ]
-        sched = asyncio.create_task(nem.schedule(nemeses, control, rec, nemesis_rng, ctx.stop))
-        await asyncio.sleep(opts.time)
-        ctx.stop.set()
-        await sched
-        await nem.heal_all(nemeses, control, rec)
-        # let in-flight operations finish (bounded by the client's command timeout)
-        done, pending = await asyncio.wait(clients, timeout=ctx.command_timeout * 2)
-        for t in pending:
-            t.cancel()
-        for t in done:
-            if t.exception() is not None:
-                notes.setdefault("client_errors", []).append(repr(t.exception()))
-        t0 = time.monotonic()
-        try:
-            await control.wait_healthy(opts.recovery_timeout)
-            notes["recovery_s"] = round(time.monotonic() - t0, 2)
-        except Exception as e:
-            notes["recovery_error"] = f"{type(e).__name__}: {e}"
-        await workload.final(ctx)
+        await _drive(opts, control, workload, ctx, nemeses, nemesis_rng, notes)
+    except Exception as e:  # a harness or cluster failure: keep everything, report it
+        notes["run_error"] = f"{type(e).__name__}: {e}"
     finally:
         control.stop()
         control.copy_logs(out)
-    write_history_file(out / "history.jsonl", rec.events)
+        writer.close()
     for name, rows in ctx.aux.items():
         write_jsonl(out / f"{name}.jsonl", rows)
     (out / "notes.json").write_text(json.dumps(notes, indent=2, default=str))
     return check_dir(out)
+
+
+async def _drive(
+    opts: RunOptions,
+    control: Control,
+    workload: Any,
+    ctx: RunContext,
+    nemeses: list[nem.Nemesis],
+    nemesis_rng: random.Random,
+    notes: dict[str, Any],
+) -> None:
+    """Start, load, fault, heal, recover, final reads."""
+    rec = ctx.recorder
+    control.start()
+    await control.wait_healthy(30.0)
+    await workload.setup(ctx)
+    clients = [
+        asyncio.create_task(_client(workload, ctx, p), name=f"client-{p}")
+        for p in range(opts.clients)
+    ]
+    sched = asyncio.create_task(nem.schedule(nemeses, control, rec, nemesis_rng, ctx.stop))
+    await asyncio.sleep(opts.time)
+    ctx.stop.set()
+    await sched
+    await nem.heal_all(nemeses, control, rec)
+    # let in-flight operations finish (bounded by the client's command timeout)
+    done, pending = await asyncio.wait(clients, timeout=ctx.command_timeout * 2)
+    for t in pending:
+        t.cancel()
+    for t in done:
+        if t.exception() is not None:
+            notes.setdefault("client_errors", []).append(repr(t.exception()))
+    t0 = time.monotonic()
+    try:
+        await control.wait_healthy(opts.recovery_timeout)
+        notes["recovery_s"] = round(time.monotonic() - t0, 2)
+    except Exception as e:
+        notes["recovery_error"] = f"{type(e).__name__}: {e}"
+    await workload.final(ctx)
 
 
 async def _client(workload: Any, ctx: RunContext, process: int) -> None:
@@ -154,6 +173,10 @@ def check_dir(out: Path) -> RunResult:
     notes = json.loads(notes_path.read_text()) if notes_path.exists() else {}
     if "recovery_error" in notes:
         results["recovery"] = {"valid": False, "error": notes["recovery_error"]}
+    if notes.get("client_errors"):
+        results["clients"] = {"valid": "unknown", "errors": notes["client_errors"]}
+    if "run_error" in notes:
+        results["run"] = {"valid": False, "error": notes["run_error"]}
     valid = _verdict(results)
     counts = _counts(history)
     doc = {

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import raftkv
-from jepsen_like.checker.history import Op, OpType, read_history, write_history
+from jepsen_like.checker.history import (
+    HistoryWriter,
+    Op,
+    OpType,
+    read_history,
+    write_history,
+)
 from jepsen_like.control import Control
 from raftkv.errors import RaftKVError
 
@@ -42,11 +48,14 @@ class Definite(Exception):
 
 
 class Recorder:
-    """Appends history events with times relative to the start of the run."""
+    """Appends history events with times relative to the start of the run; with a
+    ``writer``, each event also goes to the history file at once (a crashed or interrupted
+    run keeps its history)."""
 
-    def __init__(self) -> None:
+    def __init__(self, writer: HistoryWriter | None = None) -> None:
         self.t0 = time.monotonic_ns()
         self.events: list[Event] = []
+        self.writer = writer
 
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
@@ -74,6 +83,8 @@ class Recorder:
             "extra": extra or {},
         }
         self.events.append(ev)
+        if self.writer is not None:
+            self.writer.append(to_op(ev))
         return ev
 
     async def run(
