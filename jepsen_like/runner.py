@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import raftkv
 from jepsen_like import nemesis as nem
+from jepsen_like.checker.basic import check_convergence
 from jepsen_like.checker.history import HistoryWriter
 from jepsen_like.control import Control
 from jepsen_like.report import write_report
@@ -38,6 +40,7 @@ from jepsen_like.workloads.base import (
     read_jsonl,
     write_jsonl,
 )
+from raftkv.errors import RaftKVError
 
 
 @dataclass
@@ -153,6 +156,35 @@ async def _drive(
     except Exception as e:
         notes["recovery_error"] = f"{type(e).__name__}: {e}"
     await workload.final(ctx)
+    ctx.aux["statuses"] = await _converged_statuses(control)
+
+
+async def _converged_statuses(control: Control, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """Every live member's revision and content hash, polled until they agree (a member may
+    still be applying the last entries) or ``timeout`` passes; the last answers."""
+    statuses: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    async with raftkv.Client(control.endpoints(), command_timeout=3.0) as c:
+        while True:
+            statuses = []
+            for n in control.names:
+                addr = control.member(n).client_addr
+                try:
+                    st = await c.status(addr, timeout=3.0)
+                except RaftKVError as e:
+                    statuses.append({"member": n, "error": f"{type(e).__name__}: {e}"})
+                    continue
+                statuses.append(
+                    {
+                        "member": n,
+                        "revision": st.revision,
+                        "hash": st.hash,
+                        "applied": st.raft_applied_index,
+                    }
+                )
+            if check_convergence(statuses)["valid"] or time.monotonic() > deadline:
+                return statuses
+            await asyncio.sleep(0.5)
 
 
 async def _client(workload: Any, ctx: RunContext, process: int) -> None:
@@ -169,6 +201,8 @@ def check_dir(out: Path) -> RunResult:
     workload = make_workload(opts["workload"])
     results = workload.check(history, aux)
     results.update(_nemesis_checks(history))
+    if aux.get("statuses"):
+        results["convergence"] = check_convergence(aux["statuses"])
     notes_path = out / "notes.json"
     notes = json.loads(notes_path.read_text()) if notes_path.exists() else {}
     if "recovery_error" in notes:

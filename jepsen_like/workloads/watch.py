@@ -24,9 +24,20 @@ from functools import partial
 from typing import Any
 
 import raftkv
+from jepsen_like.checker.watch import (
+    AckedWrite,
+    EventLog,
+    StreamItem,
+    WatchedRange,
+    WatchStream,
+    check_watches,
+    item_from_plain,
+    item_from_response,
+    item_to_plain,
+)
 from jepsen_like.workloads.base import Event, RunContext, pairs, result
 from raftkv.api import Event as KvEvent
-from raftkv.api import EventType
+from raftkv.api import EventType, prefix_end
 from raftkv.errors import RaftKVError
 
 PREFIX = b"w/"
@@ -69,6 +80,7 @@ class WatchWorkload:
 
     async def setup(self, ctx: RunContext) -> None:
         ctx.aux["watch"] = []
+        ctx.aux["watch_items"] = []
         async with ctx.client(ctx.control.endpoints(), timeout=10.0) as c:
             self.start_rev = (await c.get(PREFIX)).header.revision + 1
         for name in ctx.control.names:
@@ -79,10 +91,12 @@ class WatchWorkload:
         home = ctx.control.member(name).client_addr
         eps = [home] + [e for e in ctx.control.endpoints() if e != home]
         rows = ctx.aux["watch"]
+        items = ctx.aux["watch_items"]
         async with ctx.client(eps) as c:
             while not self._caught_up(name):
                 start = self.last[name] + 1
                 rows.append({"watcher": name, "resume": start, "t": ctx.recorder.now()})
+                items.append({"watcher": name, "kind": "resume", "revision": start})
                 try:
                     async with c.watch(
                         PREFIX, prefix=True, start_revision=start, prev_kv=True
@@ -98,6 +112,9 @@ class WatchWorkload:
                                     "revisions": sorted({e.kv.mod_revision for e in resp.events}),
                                     "t": ctx.recorder.now(),
                                 }
+                            )
+                            items.append(
+                                {"watcher": name, **item_to_plain(item_from_response(resp))}
                             )
                             self.last[name] = max(self.last[name], resp.revision)
                             if self._caught_up(name):
@@ -143,6 +160,8 @@ class WatchWorkload:
                 for n, r in self.last.items()
             ]
             truth: list[dict[str, Any]] = []
+            truth_items: list[dict[str, Any]] = []
+            ctx.aux["watch_truth_items"] = truth_items
             if self.end_rev:
                 try:
                     async with asyncio.timeout(CATCH_UP):
@@ -152,6 +171,7 @@ class WatchWorkload:
                         async with w:
                             async for resp in w:
                                 truth += [plain_event(e) for e in resp.events]
+                                truth_items.append(item_to_plain(item_from_response(resp)))
                                 if resp.revision >= self.end_rev:
                                     break
                 except (RaftKVError, TimeoutError) as e:
@@ -159,9 +179,46 @@ class WatchWorkload:
             ctx.aux["watch_truth"] = truth
 
     def check(self, history: list[Event], aux: dict[str, list[Any]]) -> dict[str, Any]:
-        return check_watch(
+        out = check_watch(
             history, aux.get("watch", []), aux.get("watch_truth", []), aux.get("watch_state", [])
         )
+        if aux.get("watch_truth_items"):
+            out["watch_guarantees"] = guarantees(history, aux)
+        return out
+
+
+def guarantees(history: list[Event], aux: dict[str, list[Any]]) -> dict[str, Any]:
+    """The checkers' own watch validators (:func:`jepsen_like.checker.watch.check_watches`):
+    ordered, unique, atomic, reliable, resumable, bookmarkable, prev_kv, create flag, filter."""
+    state = aux.get("watch_state", [])
+    start = min((int(s["start"]) for s in state), default=1)
+    log = EventLog.from_items((item_from_plain(d) for d in aux["watch_truth_items"]), start)
+    watched = WatchedRange(PREFIX, prefix_end(PREFIX), prev_kv=True)
+    by_watcher: dict[str, list[StreamItem]] = {}
+    for d in aux.get("watch_items", []):
+        by_watcher.setdefault(d["watcher"], []).append(item_from_plain(d))
+    streams = [WatchStream(w, watched, items) for w, items in by_watcher.items()]
+    writes: list[AckedWrite] = []
+    for inv, done in pairs(history):
+        if done is None or done["type"] != "ok" or inv["f"] not in ("put", "delete"):
+            continue
+        if inv["f"] == "delete":
+            if done["value"].get("deleted"):
+                writes.append(
+                    AckedWrite(
+                        EventType.DELETE, inv["key"].encode(), b"", done["value"]["revision"]
+                    )
+                )
+        else:
+            writes.append(
+                AckedWrite(
+                    EventType.PUT,
+                    inv["key"].encode(),
+                    str(inv["value"]).encode(),
+                    done["value"]["revision"],
+                )
+            )
+    return check_watches(log, streams, writes)
 
 
 def _ident(e: dict[str, Any]) -> tuple[Any, ...]:

@@ -276,3 +276,36 @@ def test_report_pieces() -> None:
 
 def test_check_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     assert main(["check", str(tmp_path)]) == 3
+
+
+def _kv(rev: int, key: str, value: str, version: int, create: int = 0) -> dict[str, Any]:
+    return {"key": key, "value": value, "create_revision": create or rev,
+            "mod_revision": rev, "version": version, "lease": 0}  # fmt: skip
+
+
+def _item(rev: int, key: str, value: str, version: int, prev: Any = None) -> dict[str, Any]:
+    create = prev["create_revision"] if prev else rev
+    ev = {"type": "put", **_kv(rev, key, value, version, create), "prev_kv": prev}
+    return {"kind": "events", "revision": rev, "events": [ev]}
+
+
+def test_watch_guarantees_use_the_checkers_validators() -> None:
+    from jepsen_like.checker.watch import item_from_plain
+    from jepsen_like.workloads.watch import WatchWorkload
+
+    truth = [
+        _item(2, "w/a", "1", 1),
+        _item(3, "w/b", "2", 1),
+        _item(4, "w/a", "3", 2, _kv(2, "w/a", "1", 1)),
+    ]
+    item_from_plain(truth[0])  # the plain form is the checkers' own
+    state = [{"watcher": "n1", "last": 4, "end": 4, "start": 2}]
+    whole = [{"watcher": "n1", "kind": "resume", "revision": 2}] + [
+        {"watcher": "n1", **t} for t in truth
+    ]
+    aux: dict[str, list[Any]] = {"watch_truth_items": truth, "watch_state": state}
+    good = WatchWorkload().check(_writes(), {**aux, "watch_items": whole})
+    assert good["watch_guarantees"]["valid"] is True, good
+    missed = WatchWorkload().check(_writes(), {**aux, "watch_items": whole[:2] + whole[3:]})
+    assert missed["watch_guarantees"]["valid"] is False
+    assert "missed" in missed["watch_guarantees"]["anomaly_types"]
