@@ -27,8 +27,8 @@ from typing import Any
 
 import raftkv
 from jepsen_like import nemesis as nem
-from jepsen_like.checker.basic import check_convergence
-from jepsen_like.checker.history import HistoryWriter
+from jepsen_like.checker.basic import check_convergence, check_revision_monotonic
+from jepsen_like.checker.history import HistoryWriter, pair
 from jepsen_like.control import Control
 from jepsen_like.report import write_report
 from jepsen_like.workloads import WORKLOADS, make_workload
@@ -38,6 +38,7 @@ from jepsen_like.workloads.base import (
     RunContext,
     read_history_file,
     read_jsonl,
+    to_op,
     write_jsonl,
 )
 from raftkv.errors import RaftKVError
@@ -201,6 +202,9 @@ def check_dir(out: Path) -> RunResult:
     workload = make_workload(opts["workload"])
     results = workload.check(history, aux)
     results.update(_nemesis_checks(history))
+    revisions = check_revision_monotonic(c for c in pair(to_op(ev) for ev in history) if c.ok)
+    if revisions["stats"]["ops_checked"]:
+        results["revision_monotonic"] = revisions
     if aux.get("statuses"):
         results["convergence"] = check_convergence(aux["statuses"])
     notes_path = out / "notes.json"

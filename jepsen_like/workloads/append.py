@@ -27,7 +27,7 @@ from typing import Any
 
 import raftkv
 from jepsen_like.checker import elle
-from jepsen_like.workloads.base import Definite, Event, RunContext, result, to_op
+from jepsen_like.workloads.base import Definite, Event, Observed, RunContext, result, to_op
 from raftkv.api import Compare, CompareResult, CompareTarget, RangeResponse
 from raftkv.client import op_get, op_put
 
@@ -41,7 +41,7 @@ def _decode(value: bytes) -> list[int]:
     return [int(x) for x in value.split()] if value else []
 
 
-async def run_txn(c: raftkv.Client, mops: list[MicroOp]) -> list[MicroOp]:
+async def run_txn(c: raftkv.Client, mops: list[MicroOp]) -> Observed:
     """Execute one list-append transaction; its completed micro-ops (Definite on conflict)."""
     keys = sorted({m[1] for m in mops})
     snap = await c.txn([], [op_get(k) for k in keys])
@@ -66,7 +66,8 @@ async def run_txn(c: raftkv.Client, mops: list[MicroOp]) -> list[MicroOp]:
         resp = await c.txn(guard, puts)
         if not resp.succeeded:
             raise Definite(mops, "conflict")
-    return out
+        return Observed(out, {"revision": resp.header.revision})
+    return Observed(out, {"revision": snap.header.revision})
 
 
 class Append:

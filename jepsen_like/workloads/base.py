@@ -47,6 +47,15 @@ class Definite(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What an operation may return instead of a bare value: the value and extra facts for
+    the history (e.g. ``{"revision": header revision}`` for the revision-monotonicity check)."""
+
+    value: Any
+    extra: dict[str, Any]
+
+
 class Recorder:
     """Appends history events with times relative to the start of the run; with a
     ``writer``, each event also goes to the history file at once (a crashed or interrupted
@@ -111,6 +120,8 @@ class Recorder:
         except (RaftKVError, OSError, TimeoutError) as e:
             kind = "fail" if read_only else "info"
             return self._complete(inv, kind, value, {"error": f"{type(e).__name__}: {e}"})
+        if isinstance(out, Observed):
+            return self._complete(inv, "ok", out.value, out.extra)
         return self._complete(inv, "ok", out, {})
 
     def _complete(self, inv: Event, type_: str, value: Any, extra: dict[str, Any]) -> Event:

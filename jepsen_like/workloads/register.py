@@ -19,7 +19,7 @@ from typing import Any
 import raftkv
 from jepsen_like.checker.linearizability import UNKNOWN, Operation, UnknownT, Verdict, check, report
 from jepsen_like.checker.models import CasRegister, RegisterFn, RegisterInput, RegisterOutput
-from jepsen_like.workloads.base import Definite, Event, RunContext, pairs, result
+from jepsen_like.workloads.base import Definite, Event, Observed, RunContext, pairs, result
 from raftkv.api import Compare, CompareResult, CompareTarget
 from raftkv.client import op_put
 
@@ -122,22 +122,23 @@ class Register:
         }
 
 
-async def _read(c: raftkv.Client, kb: bytes) -> int | None:
+async def _read(c: raftkv.Client, kb: bytes) -> Observed:
     resp = await c.get(kb)
-    return int(resp.kvs[0].value) if resp.kvs else None
+    value = int(resp.kvs[0].value) if resp.kvs else None
+    return Observed(value, {"revision": resp.header.revision})
 
 
-async def _write(c: raftkv.Client, kb: bytes, v: int) -> int:
-    await c.put(kb, str(v))
-    return v
+async def _write(c: raftkv.Client, kb: bytes, v: int) -> Observed:
+    resp = await c.put(kb, str(v))
+    return Observed(v, {"revision": resp.header.revision})
 
 
-async def _cas(c: raftkv.Client, kb: bytes, exp: int, new: int) -> list[int]:
+async def _cas(c: raftkv.Client, kb: bytes, exp: int, new: int) -> Observed:
     cmp = Compare(kb, CompareTarget.VALUE, CompareResult.EQUAL, str(exp).encode())
     resp = await c.txn([cmp], [op_put(kb, str(new))])
     if not resp.succeeded:
         raise Definite([exp, new], "cas")
-    return [exp, new]
+    return Observed([exp, new], {"revision": resp.header.revision})
 
 
 def operations(history: list[Event]) -> list[Operation[KeyedInput, RegisterOutput]]:

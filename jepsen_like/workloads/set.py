@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 import raftkv
-from jepsen_like.workloads.base import Definite, Event, RunContext, pairs, result
+from jepsen_like.workloads.base import Definite, Event, Observed, RunContext, pairs, result
 from raftkv.api import Compare, CompareResult, CompareTarget
 from raftkv.client import op_put
 
@@ -31,7 +31,7 @@ def decode(value: bytes) -> list[int]:
     return [int(x) for x in value.split()] if value else []
 
 
-async def add(c: raftkv.Client, key: bytes, e: int) -> int:
+async def add(c: raftkv.Client, key: bytes, e: int) -> Observed:
     """Append ``e`` to the list at ``key`` with a mod_revision-guarded txn, retrying on
     conflicts; Definite (fail) if every attempt lost its race."""
     for _ in range(ATTEMPTS):
@@ -41,8 +41,9 @@ async def add(c: raftkv.Client, key: bytes, e: int) -> int:
         old = cur.value if cur is not None else b""
         new = (old + b" " + str(e).encode()).strip()
         cmp = Compare(key, CompareTarget.MOD, CompareResult.EQUAL, mod)
-        if (await c.txn([cmp], [op_put(key, new)])).succeeded:
-            return e
+        done = await c.txn([cmp], [op_put(key, new)])
+        if done.succeeded:
+            return Observed(e, {"revision": done.header.revision})
     raise Definite(e, "contention")
 
 

@@ -35,7 +35,7 @@ from jepsen_like.checker.watch import (
     item_from_response,
     item_to_plain,
 )
-from jepsen_like.workloads.base import Event, RunContext, pairs, result
+from jepsen_like.workloads.base import Event, Observed, RunContext, pairs, result
 from raftkv.api import Event as KvEvent
 from raftkv.api import EventType, prefix_end
 from raftkv.errors import RaftKVError
@@ -57,14 +57,15 @@ def plain_event(e: KvEvent) -> dict[str, Any]:
     }
 
 
-async def _put(c: raftkv.Client, key: str, value: str) -> dict[str, Any]:
-    r = await c.put(key, value)
-    return {"revision": r.header.revision}
+async def _put(c: raftkv.Client, key: str, value: str) -> Observed:
+    rev = (await c.put(key, value)).header.revision
+    return Observed({"revision": rev}, {"revision": rev})
 
 
-async def _delete(c: raftkv.Client, key: str) -> dict[str, Any]:
+async def _delete(c: raftkv.Client, key: str) -> Observed:
     r = await c.delete(key)
-    return {"revision": r.header.revision, "deleted": r.deleted}
+    rev = r.header.revision
+    return Observed({"revision": rev, "deleted": r.deleted}, {"revision": rev})
 
 
 class WatchWorkload:
