@@ -73,6 +73,8 @@ UNSAFE_SWITCHES: dict[str, str] = {
 """Deliberately broken behaviours, for proving the jepsen_like harness can fail.  Enabled only
 through ``RAFTKV_UNSAFE`` (comma-separated names) together with ``RAFTKV_TEST_HOOKS=1``."""
 
+_LEADER_EARLY = frozenset({MessageType.APP, MessageType.HEARTBEAT})
+
 ENTRY_KV = b"K"
 ENTRY_MEMBER = b"M"
 NODE_SNAPSHOT_VERSION = 1
@@ -479,8 +481,22 @@ class Node:
         if "ack_before_fsync" in self.cfg.unsafe:
             await self._handle_ready_unsafe(rd)
             return
-        # 1. persist (one transaction, fsynced; queued saves share one fsync)
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+        msgs = list(rd.messages)
+        # A leader's appends and heartbeats may leave while its own entries are being
+        # persisted (thesis 10.2.1): they promise nothing about the leader's disk, and the
+        # commit index that counts the leader's own entries can only leave in a *later*
+        # Ready, which is not produced before this one is persisted.
+        if msgs and self.transport is not None and self.rn.raft.state == StateRole.LEADER:
+            term = self.rn.raft.term
+            early = [m for m in msgs if m.type in _LEADER_EARLY and m.term == term]
+            if early:
+                self._note_heartbeats(early)
+                self.transport.send(early)
+                msgs = [m for m in msgs if not (m.type in _LEADER_EARLY and m.term == term)]
+        # 1. persist (one transaction, fsynced; queued saves share one fsync).  A Ready that
+        # only moves the commit index need not be persisted: a lower commit index on disk is
+        # always safe (the leader tells us again) — etcd's MustSync.
+        if rd.entries or rd.snapshot is not None or (rd.hard_state is not None and rd.must_sync):
             t0 = time.perf_counter()
             await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
             took = time.perf_counter() - t0
@@ -489,12 +505,9 @@ class Node:
             if self.observe_fsync is not None:
                 self.observe_fsync(took)
         # 2. send, only now that what the messages promise is durable
-        if rd.messages and self.transport is not None:
-            now = time.perf_counter()
-            for m in rd.messages:
-                if m.type == MessageType.HEARTBEAT and m.to not in self._hb_sent:
-                    self._hb_sent[m.to] = now
-            self.transport.send(list(rd.messages))
+        if msgs and self.transport is not None:
+            self._note_heartbeats(msgs)
+            self.transport.send(msgs)
         # 3. apply
         t1 = time.perf_counter()
         if rd.snapshot is not None:
@@ -518,6 +531,12 @@ class Node:
         self._release_apply_waiters()
         if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count:
             await self._take_snapshot()
+
+    def _note_heartbeats(self, msgs: list[Message]) -> None:
+        now = time.perf_counter()
+        for m in msgs:
+            if m.type == MessageType.HEARTBEAT and m.to not in self._hb_sent:
+                self._hb_sent[m.to] = now
 
     async def _handle_ready_unsafe(self, rd: Ready) -> None:
         """UNSAFE (test only): talk and acknowledge first, persist in the background."""
@@ -661,6 +680,12 @@ class Node:
         self._snapshotting = True
         self.snapshot_index = index  # do not trigger again while this one runs
         try:
+            # Commit-only Readys are not persisted (they need no fsync); make the commit index
+            # on disk cover the snapshot before recording it, or a restart would find a
+            # snapshot above its commit index.
+            hs = self.rn.raft.hard_state()
+            if self.storage.hard_state.commit < index:
+                await self.storage.save(hs, [])
             if len(self.fsm.store) >= self.cfg.fork_snapshot_keys and hasattr(os, "fork"):
                 data = await self._snapshot_in_child()
             else:

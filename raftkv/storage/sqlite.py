@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS raft_state (
     snap_conf  BLOB    NOT NULL,  -- msgpack [voters, learners]
     snap_file  TEXT    NOT NULL   -- '' when there is no snapshot yet
 );
+CREATE TABLE IF NOT EXISTS log_tail (
+    id       INTEGER PRIMARY KEY CHECK (id = 0),
+    last_idx INTEGER NOT NULL     -- the last log index every committed transaction left
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL           -- msgpack
@@ -480,6 +484,14 @@ class SQLiteStorage:
                         [(k, _pack(v)) for k, v in op.items.items()],
                     )
                 i += 1
+            # Record where the log ends, in the same transaction: rows missing below it on
+            # the next open are a truncated (corrupt) log, not a crash artefact — SQLite
+            # transactions are atomic, so a crash can only lose whole transactions.
+            await db.execute(
+                "INSERT OR REPLACE INTO log_tail VALUES (0, MAX("
+                "COALESCE((SELECT MAX(idx) FROM entries), 0),"
+                " (SELECT log_offset FROM raft_state WHERE id = 0)))"
+            )
             failpoints.hit("before_commit")
             await db.execute("COMMIT")
         except BaseException:
@@ -663,6 +675,14 @@ async def _load(
                 f"raft_state expects ({s_index}, {s_term})"
             )
     mirror = _Mirror(HardState(term, vote, commit), snap, ents)
+    async with db.execute("SELECT last_idx FROM log_tail WHERE id = 0") as cur:
+        tail = await cur.fetchone()
+    if tail is not None and mirror.last_index() < int(tail[0]):
+        raise CorruptionError(
+            f"log truncated: entries up to {int(tail[0])} were durably written, but the log "
+            f"ends at {mirror.last_index()} (restore this member from a peer: remove it, wipe "
+            "its data dir, add it back)"
+        )
     if log_offset > s_index:
         raise CorruptionError(f"log compacted to {log_offset} past the snapshot at {s_index}")
     if commit > mirror.last_index():

@@ -123,16 +123,19 @@ async def test_gap_in_rows_detected(tmp_path: Path) -> None:
         await SQLiteStorage.open(tmp_path)
 
 
-async def test_truncated_tail_ok_unless_commit_is_lost(tmp_path: Path) -> None:
+async def test_truncated_tail_is_corruption(tmp_path: Path) -> None:
+    """SQLite commits are atomic, so rows missing below the recorded log end were removed by
+    something else: the store refuses to open rather than forget acknowledged entries."""
     st = await SQLiteStorage.open(tmp_path)
     await st.save(HardState(1, 1, 3), ents(1, 6))
     await st.close()
     with _raw(tmp_path) as db:
-        db.execute("DELETE FROM entries WHERE idx > 4")  # torn tail: last rows gone
-    st = await SQLiteStorage.open(tmp_path)
-    assert st.last_index() == 4 and st.hard_state.commit == 3
-    await st.close()
+        db.execute("DELETE FROM entries WHERE idx > 4")
+    with pytest.raises(CorruptionError, match="log truncated: entries up to 6"):
+        await SQLiteStorage.open(tmp_path)
+    # Without the tail record, losing committed entries is still caught.
     with _raw(tmp_path) as db:
+        db.execute("DELETE FROM log_tail")
         db.execute("DELETE FROM entries WHERE idx > 2")
     with pytest.raises(CorruptionError, match="commit 3 is beyond the last log index 2"):
         await SQLiteStorage.open(tmp_path)
