@@ -127,4 +127,8 @@ def check_set(history: list[Event]) -> dict[str, Any]:
 
 def _ops_of(history: list[Event], elems: list[int]) -> list[int]:
     want = set(elems)
-    return [ev["index"] for ev in history if ev["f"] == "add" and ev["value"] in want][:10]
+    return [
+        ev["index"]
+        for ev in history
+        if ev["f"] == "add" and ev["type"] == "invoke" and ev["value"] in want
+    ][:10]
