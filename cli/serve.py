@@ -76,7 +76,7 @@ def _parse_cluster_id(value: str | None) -> int | None:
     help="Election timeout in ticks (randomised up to twice that).",
 )
 @click.option(
-    "--snapshot-count", default=10_000, show_default=True, help="Applied entries between snapshots."
+    "--snapshot-count", default=50_000, show_default=True, help="Applied entries between snapshots."
 )
 @click.option(
     "--auto-compaction-mode",

@@ -198,9 +198,9 @@ class NodeConfig:
     tick_interval: float = 0.1
     election_tick: int = 10
     heartbeat_tick: int = 1
-    snapshot_count: int = 10_000
+    snapshot_count: int = 50_000
     """Applied entries between two snapshots (then the log is compacted)."""
-    fork_snapshot_keys: int = 50_000
+    fork_snapshot_keys: int = 2_000
     """States with at least this many keys are snapshotted by a forked child."""
     snapshot_catchup_entries: int = 5_000
     """Entries kept in the log after a snapshot so slow followers avoid a snapshot."""
