@@ -301,9 +301,13 @@ class Member:
                 cid = resp.cluster_id or (await cl.status()).cluster_id
             except RaftKVError as e:
                 return {"add": m.name, "error": f"{type(e).__name__}: {e}"}
+        listed = sorted(peers)
+        # the harness knows the membership too; a member missing from the answer (seen: a
+        # recently added one) would make the new member refuse its leader
+        peers.update({n: c.member(n).peer_addr for n in c.names})
         peers[m.name] = m.peer_addr
         c.join(m.name, peers, cid)
-        return {"added": m.name}
+        return {"added": m.name, "listed": listed, "peers": sorted(peers)}
 
     async def heal(self, c: Control) -> None:
         await self.stop(c)

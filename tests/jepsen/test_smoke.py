@@ -89,3 +89,28 @@ def test_apply_twice_duplicates_set_elements(tmp_path: Path) -> None:
     res = doc["checks"]["set"]
     assert res["valid"] is False
     assert res["duplicates"], res
+
+
+def test_membership_disk_and_crash_point_nemeses(tmp_path: Path) -> None:
+    """The heavier nemeses do what they say: a member is replaced through the member API,
+    a damaged member refuses (CorruptionError) or recovers, a crash point is armed; the
+    register history stays linearizable throughout."""
+    out = tmp_path / "mix"
+    _, text, doc, history = _run(
+        out, "--workload", "register", "--nemesis", "member,disk,crash-point", "--time", "30",
+        "--clients", "2", "--seed", "7",
+    )  # fmt: skip
+    assert doc["checks"]["linearizable"]["valid"] is True, text
+    done = [
+        e["value"]
+        for e in history
+        if e["process"] == -1 and e["type"] == "info" and e["f"].startswith(("start-", "stop-"))
+    ]
+    assert done and not any("error" in v for v in done), done
+    kinds = {e["f"] for e in history if e["process"] == -1}
+    assert kinds & {"start-member", "start-disk", "start-crash-point"}
+    if "disk" in doc["checks"]:
+        assert doc["checks"]["disk"]["valid"] is True, doc["checks"]["disk"]
+    added = [v["added"] for v in done if v.get("added")]
+    if added:
+        assert (out / f"{added[0]}.log").exists(), "the new member ran and its log was kept"
