@@ -16,6 +16,7 @@ from cli.benchmark import benchmark
 from cli.cluster import cluster
 from cli.context import DEFAULT_ENDPOINTS, Duration, Settings, split_endpoints
 from cli.output import FORMATS
+from cli.txn import txn
 from raftkv.errors import RaftKVError
 
 
@@ -75,6 +76,7 @@ for _cmd in (
     kv.put,
     kv.get,
     kv.delete,
+    txn,
     kv.compact,
     kv.watch,
     kv.lease,
