@@ -129,9 +129,10 @@ class WatchHub:
             if not evs:
                 continue
             if w.queue.qsize() >= w.max_pending:
-                # Too slow: stop buffering for it; it will catch up from history.
+                # Too slow: stop buffering for it; it will catch up from history, starting at
+                # the oldest revision it has not been sent (everything queued is unsent).
                 w.synced = False
-                w.next_rev = rev
+                w.next_rev = int(w.queue.get_nowait()["revision"])
                 w.queue = asyncio.Queue()
                 self.cancelled_slow += 1
             else:
