@@ -1,4 +1,5 @@
-"""``raftkv benchmark put|range|txn|failover`` and ``raftkv check perf``.
+"""``raftkv benchmark put|range|txn|failover|watch|lease-keepalive|restart`` and ``raftkv check
+perf``.
 
 The commands live here and are attached to the ``benchmark`` group and the root group at the
 end of :mod:`cli.main`.  Reports go to stdout, progress bars to stderr.
@@ -252,6 +253,182 @@ def bench_failover(
         )
 
 
+# --- benchmark watch | lease-keepalive | restart --------------------------------------------
+
+
+def _explicit_endpoints(value: str | None) -> list[str] | None:
+    """The endpoints the user named (this option, the root's, $RAFTKV_ENDPOINTS), else None:
+    then the command starts its own cluster of real processes."""
+    if value:
+        return resolve_endpoints(value)
+    root = click.get_current_context().find_root()
+    if root.params.get("endpoints") or os.environ.get("RAFTKV_ENDPOINTS"):
+        return resolve_endpoints(None)
+    return None
+
+
+@click.command("watch")
+@endpoints_option
+@click.option("--watchers", default=10_000, show_default=True, help="Watches on the prefix.")
+@click.option("--conns", default=20, show_default=True, help="Client connections for the watches.")
+@click.option("--writers", default=1, show_default=True, help="Concurrent writers.")
+@click.option("--total", default=100, show_default=True, help="Puts under the prefix.")
+@click.option(
+    "--rate", default=10.0, show_default=True, help="Puts per second in all (0: unpaced)."
+)
+@click.option("--val-size", default=100, show_default=True)
+@click.option("--prefix", default="/watchbench/", show_default=True)
+@click.option(
+    "--pid", "pids", multiple=True, type=int, help="Member pid whose VmRSS to report (repeat)."
+)
+@click.option("--nodes", default=3, show_default=True, help="Size of a cluster it starts.")
+def bench_watch(
+    endpoints: str | None,
+    watchers: int,
+    conns: int,
+    writers: int,
+    total: int,
+    rate: float,
+    val_size: int,
+    prefix: str,
+    pids: tuple[int, ...],
+    nodes: int,
+) -> None:
+    """WATCHERS watches on one prefix over CONNS connections, WRITERS putting TOTAL keys
+    under it at RATE/s: delivery latency (from each put's send and acknowledgement to each
+    watcher's event, p50/p99 over all deliveries) and member memory (VmRSS) before and after.
+    Without endpoints it starts (and stops) its own cluster of 'raftkv serve' processes.
+    Exits 1 if a delivery is missing, duplicated or out of order."""
+    from raftkv.bench.procs import cluster_pids, member_rss, spawned_cluster, wait_caught_up
+    from raftkv.bench.watch import run_watch
+
+    eps = _explicit_endpoints(endpoints)
+
+    async def go(e: list[str], rss: Callable[[], Any] | None) -> Any:
+        await wait_caught_up(e, timeout=60.0)
+        with _bar(total, "watch puts") as bar:
+            return await run_watch(
+                e,
+                watchers=watchers,
+                conns=conns,
+                writers=writers,
+                total=total,
+                rate=rate,
+                val_size=val_size,
+                prefix=prefix.encode(),
+                rss=rss,
+                progress=bar.update,
+            )
+
+    if eps is None:
+        with spawned_cluster(nodes) as cluster:
+            r = run(go(cluster.endpoints, lambda: member_rss(cluster_pids(cluster))))
+    else:
+        named = {f"pid {p}": p for p in pids}
+        r = run(go(eps, (lambda: member_rss(named)) if named else None))
+    for line in r.lines():
+        click.echo(line)
+    if not r.complete:
+        sys.exit(1)
+
+
+@click.command("lease-keepalive")
+@endpoints_option
+@click.option("--leases", default=100, show_default=True, help="Leases granted and renewed.")
+@click.option("--ttl", default=60, show_default=True, help="Lease TTL in seconds.")
+@click.option("--clients", default=10, show_default=True, help="Logical clients.")
+@click.option("--conns", default=1, show_default=True, help="Connections.")
+@click.option("--total", default=10_000, show_default=True, help="Keep-alives.")
+def bench_lease_keepalive(
+    endpoints: str | None, leases: int, ttl: int, clients: int, conns: int, total: int
+) -> None:
+    """Grant LEASES leases, renew them TOTAL times round-robin from CLIENTS clients over
+    CONNS connections (keep-alives/s and latency, etcd's report), then check every lease is
+    alive and revoke them.  Exits 1 on any failed keep-alive or lost lease."""
+    from raftkv.bench.lease import run_lease_keepalive
+
+    eps = resolve_endpoints(endpoints)
+    with _bar(total, "keep-alive") as bar:
+        r = run(
+            run_lease_keepalive(
+                eps,
+                leases=leases,
+                ttl=ttl,
+                clients=clients,
+                conns=conns,
+                total=total,
+                progress=bar.update,
+            )
+        )
+    click.echo(
+        r.stats.render(f"lease keep-alive: {leases} leases, {clients} clients, {conns} conns")
+    )
+    click.echo(f"leases alive after the run: {r.alive_after} of {r.leases}; revoked {r.revoked}")
+    if r.stats.errors or r.alive_after != r.leases:
+        sys.exit(1)
+
+
+@click.command("restart")
+@click.option("--keys", default=100_000, show_default=True, help="Keys to load.")
+@click.option("--val-size", default=100, show_default=True)
+@click.option("--txn-ops", default=100, show_default=True, help="Puts per loading txn.")
+@click.option("--clients", default=16, show_default=True, help="Loading clients.")
+@click.option("--conns", default=4, show_default=True, help="Loading connections.")
+@click.option("--nodes", default=3, show_default=True)
+@click.option(
+    "--snapshot-count", default=50_000, show_default=True, help="The members' --snapshot-count."
+)
+@click.option("--kill", is_flag=True, help="Stop members with SIGKILL instead of SIGTERM.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep data and logs here (default: a temporary directory, removed).",
+)
+def bench_restart(
+    keys: int,
+    val_size: int,
+    txn_ops: int,
+    clients: int,
+    conns: int,
+    nodes: int,
+    snapshot_count: int,
+    kill: bool,
+    data_dir: Path | None,
+) -> None:
+    """Start NODES 'raftkv serve' processes, load KEYS keys, report member memory (VmRSS) and
+    disk use, then time a follower's restart and a whole-cluster restart until every member
+    is healthy and shows the leader's revision.  Stops every process it starts.  Exits 1 if a
+    key is missing after a restart."""
+    from raftkv.bench.procs import spawned_cluster
+    from raftkv.bench.restart import run_restart
+
+    with (
+        spawned_cluster(nodes, data_dir, snapshot_count=snapshot_count) as cluster,
+        _bar(-(-keys // max(1, txn_ops)), "load txns") as bar,
+    ):
+        r = run(
+            run_restart(
+                cluster,
+                keys=keys,
+                val_size=val_size,
+                txn_ops=txn_ops,
+                clients=clients,
+                conns=conns,
+                kill=kill,
+                progress=bar.update,
+            )
+        )
+    click.echo(
+        f"restart: {nodes} raftkv serve processes, snapshot every {snapshot_count:,} entries, "
+        f"stop by {'SIGKILL' if kill else 'SIGTERM'}"
+    )
+    for line in r.lines():
+        click.echo(line)
+    if not r.intact:
+        sys.exit(1)
+
+
 # --- check perf -----------------------------------------------------------------------------
 
 
@@ -306,7 +483,15 @@ def check_perf(endpoints: str | None, load: str, prefix: str, duration: float, c
         sys.exit(1)
 
 
-BENCHMARK_COMMANDS = (bench_put, bench_range, bench_txn, bench_failover)
+BENCHMARK_COMMANDS = (
+    bench_put,
+    bench_range,
+    bench_txn,
+    bench_failover,
+    bench_watch,
+    bench_lease_keepalive,
+    bench_restart,
+)
 
 
 def register(root: click.Group) -> None:

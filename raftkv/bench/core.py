@@ -32,9 +32,7 @@ def run_core_benchmark(
 ) -> CoreBenchResult:
     ids = list(range(1, nodes + 1))
     storages = {i: MemoryStorage(ConfState(voters=tuple(ids))) for i in ids}
-    rns = {
-        i: RawNode(Config(id=i, storage=storages[i], rng=random.Random(i))) for i in ids
-    }
+    rns = {i: RawNode(Config(id=i, storage=storages[i], rng=random.Random(i))) for i in ids}
     applied = dict.fromkeys(ids, 0)
     inbox: list[Message] = []
 
