@@ -283,6 +283,8 @@ class Node:
         self.leader_changes = 0
         self._attrs_applied = False
         self._snapshotting = False
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshot_child: int | None = None
         self.peer_rtt: dict[int, float] = {}
         """Last heartbeat round-trip time to each peer, seconds (leader only)."""
         self._hb_sent: dict[int, float] = {}
@@ -386,9 +388,13 @@ class Node:
             return
         self._stopping = True
         self._wake.set()
-        for t in self._tasks:
+        if self._snapshot_child is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self._snapshot_child, 9)
+        tasks = [*self._tasks, *([self._snapshot_task] if self._snapshot_task else [])]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._fail_all(ProposalDropped("node is shutting down"))
@@ -529,8 +535,7 @@ class Node:
         # 4. advance
         self.rn.advance(rd)
         self._release_apply_waiters()
-        if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count:
-            await self._take_snapshot()
+        await self._maybe_snapshot()
 
     def _note_heartbeats(self, msgs: list[Message]) -> None:
         now = time.perf_counter()
@@ -666,47 +671,35 @@ class Node:
             if pid not in self.members:
                 self.transport.remove_peer(pid)
 
-    async def _take_snapshot(self) -> None:
-        """Snapshot the state machine at the applied index, then compact the log.
+    async def _maybe_snapshot(self) -> None:
+        """Snapshot when enough entries were applied; recording it never blocks this loop.
 
-        Small states are serialised inline.  Large ones (``fork_snapshot_keys`` and up) are
-        serialised by a forked child, which sees a copy-on-write image of the state at this
-        instant, so the event loop keeps ticking, heartbeating and applying meanwhile (no
-        multi-second pause with a million keys).
+        The state is captured right here, between two Readys: small states are serialised
+        inline, large ones (``fork_snapshot_keys`` and up) by a forked child that sees a
+        copy-on-write image of this instant.  Writing the file and compacting the log then
+        run in a background task while the Ready loop keeps committing and applying.
         """
-        if self._snapshotting:
+        if self._snapshotting or self.applied_index - self.snapshot_index < self.cfg.snapshot_count:
             return
         index = self.applied_index
+        # Commit-only Readys are not persisted (they need no fsync); make the commit index on
+        # disk cover the snapshot first, or a restart would find a snapshot above its commit.
+        # Done here, in the Ready loop, so it is ordered with every other hard-state write.
+        if self.storage.hard_state.commit < index:
+            await self.storage.save(self.rn.raft.hard_state(), [])
         self._snapshotting = True
         self.snapshot_index = index  # do not trigger again while this one runs
-        try:
-            # Commit-only Readys are not persisted (they need no fsync); make the commit index
-            # on disk cover the snapshot before recording it, or a restart would find a
-            # snapshot above its commit index.
-            hs = self.rn.raft.hard_state()
-            if self.storage.hard_state.commit < index:
-                await self.storage.save(hs, [])
-            if len(self.fsm.store) >= self.cfg.fork_snapshot_keys and hasattr(os, "fork"):
-                data = await self._snapshot_in_child()
-            else:
-                data = _node_snapshot(self.fsm, self.members)
-            await self.storage.create_snapshot(index, self.conf_state, data)
-        except RaftError:
-            return
-        except OSError as e:
-            log.warning("snapshot failed, will retry: %s", e)
-            self.snapshot_index = 0
-            return
-        finally:
-            self._snapshotting = False
-        compact_to = index - self.cfg.snapshot_catchup_entries
-        if compact_to > self.storage.first_index():
-            with contextlib.suppress(RaftError):
-                await self.storage.compact(compact_to)
-        log.info("snapshot taken", extra={"index": index})
+        conf = self.conf_state
+        data: bytes | None = None
+        child: tuple[int, Path] | None = None
+        if len(self.fsm.store) >= self.cfg.fork_snapshot_keys and hasattr(os, "fork"):
+            child = self._fork_snapshot()
+        else:
+            data = _node_snapshot(self.fsm, self.members)
+        self._snapshot_task = asyncio.create_task(self._record_snapshot(index, conf, data, child))
 
-    async def _snapshot_in_child(self) -> bytes:
-        tmp = self.cfg.data_dir / f"snap-child-{os.getpid()}.tmp"
+    def _fork_snapshot(self) -> tuple[int, Path]:
+        tmp = self.cfg.data_dir / f"snap-child-{os.getpid()}-{self.applied_index}.tmp"
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; it never returns
             code = 0
@@ -715,15 +708,41 @@ class Node:
             except BaseException:
                 code = 1
             os._exit(code)
-        loop = asyncio.get_running_loop()
-        _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        self._snapshot_child = pid
+        return pid, tmp
+
+    async def _record_snapshot(
+        self, index: int, conf: ConfState, data: bytes | None, child: tuple[int, Path] | None
+    ) -> None:
         try:
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise OSError(f"snapshot child exited with status {status}")
-            return await asyncio.to_thread(tmp.read_bytes)
+            if child is not None:
+                pid, tmp = child
+                loop = asyncio.get_running_loop()
+                _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+                self._snapshot_child = None
+                try:
+                    if os.waitstatus_to_exitcode(status) != 0:
+                        raise OSError(f"snapshot child exited with status {status}")
+                    data = await asyncio.to_thread(tmp.read_bytes)
+                finally:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+            assert data is not None
+            await self.storage.create_snapshot(index, conf, data)
+            compact_to = index - self.cfg.snapshot_catchup_entries
+            if compact_to > self.storage.first_index():
+                with contextlib.suppress(RaftError):
+                    await self.storage.compact(compact_to)
+            log.info("snapshot taken", extra={"index": index})
+        except RaftError:
+            pass
+        except OSError as e:
+            log.warning("snapshot failed, will retry: %s", e)
+            self.snapshot_index = 0
+        except StorageError as e:
+            log.error("snapshot failed: %s", e)
         finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            self._snapshotting = False
 
     def _release_apply_waiters(self) -> None:
         if not self._apply_waiters:
