@@ -317,11 +317,11 @@ class Lessor:
             if lease.budget_deadline is None:
                 continue
             budget = max(0.0, lease.budget_deadline - now)
-            if budget <= lease.remaining - self.config.checkpoint_min_drop:
-                out.append(LeaseCheckpoint(lease_id, budget))
-            elif lease.recorded_at is not None and budget >= lease.effective_remaining(now) + max(
-                self.config.checkpoint_min_drop, lease.ttl / 3
-            ):
+            dropped = budget <= lease.remaining - self.config.checkpoint_min_drop
+            stale = lease.recorded_at is not None and budget >= lease.effective_remaining(
+                now
+            ) + max(self.config.checkpoint_min_drop, lease.ttl / 3)
+            if dropped or stale:
                 out.append(LeaseCheckpoint(lease_id, budget))
         return LeaseCheckpointRequest(tuple(out)) if out else None
 

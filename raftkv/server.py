@@ -394,9 +394,11 @@ class Server:
     async def _debug_fault(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         """TEST ONLY (``RAFTKV_TEST_HOOKS=1``): fault injection for jepsen_like nemeses.
 
-        ``{"block": [ids], "drop": {id: p}, "delay": {id: s}, "heal": true,
-        "clock_skew": seconds}`` — ``block`` cuts this member's traffic to and from those
-        peers (both directions, at this end); ``heal`` undoes every link fault.
+        ``{"block": [ids], "block_out": [ids], "block_in": [ids], "drop": {id: p},
+        "delay": {id: s}, "heal": true, "clock_skew": seconds}`` — ``block`` cuts this
+        member's traffic to and from those peers (both directions, at this end);
+        ``block_out`` / ``block_in`` cut one direction (one-way partitions); ``heal`` undoes
+        every link fault.
         """
         p = _dict(payload)
         inner = getattr(self.node.transport, "inner", None)
@@ -407,6 +409,10 @@ class Server:
             faults.heal()
         for pid in p.get("block", []) or []:
             faults.block(int(pid))
+        for pid in p.get("block_out", []) or []:
+            faults.block_direction(int(pid), outgoing=True)
+        for pid in p.get("block_in", []) or []:
+            faults.block_direction(int(pid), incoming=True)
         for pid, prob in (p.get("drop") or {}).items():
             faults.set_drop(int(pid), float(prob))
         for pid, secs in (p.get("delay") or {}).items():

@@ -45,6 +45,8 @@ class LinkFault:
     drop: float = 0.0  # probability of dropping each message
     delay: float = 0.0  # seconds added to each outgoing message
     blocked: bool = False  # drop everything, both directions
+    block_out: bool = False  # drop what we send to the peer (one-way partition)
+    block_in: bool = False  # drop what we receive from the peer (one-way partition)
 
 
 class Faults:
@@ -59,6 +61,12 @@ class Faults:
 
     def block(self, peer: int, blocked: bool = True) -> None:
         self._link(peer).blocked = blocked
+
+    def block_direction(self, peer: int, *, outgoing: bool = False, incoming: bool = False) -> None:
+        """Cut one direction of the link (a one-way partition, as seen from this member)."""
+        link = self._link(peer)
+        link.block_out = link.block_out or outgoing
+        link.block_in = link.block_in or incoming
 
     def set_drop(self, peer: int, probability: float) -> None:
         if not 0.0 <= probability <= 1.0:
@@ -77,11 +85,13 @@ class Faults:
         else:
             self.links.pop(peer, None)
 
-    def drops(self, peer: int) -> bool:
+    def drops(self, peer: int, incoming: bool = False) -> bool:
         f = self.links.get(peer)
         if f is None:
             return False
-        return f.blocked or (f.drop > 0.0 and self._rng.random() < f.drop)
+        if f.blocked or (f.block_in if incoming else f.block_out):
+            return True
+        return f.drop > 0.0 and self._rng.random() < f.drop
 
     def delay(self, peer: int) -> float:
         f = self.links.get(peer)
@@ -550,7 +560,7 @@ class PeerTransport:
         return replace(head, snapshot=Snapshot(head.snapshot.meta, bytes(stream.buf)))
 
     def _deliver(self, m: Message) -> None:
-        if self.faults.drops(m.frm):
+        if self.faults.drops(m.frm, incoming=True):
             self.stats.messages_dropped += 1
             return
         self.stats.messages_received += 1

@@ -280,3 +280,41 @@ async def test_removed_peer_is_cut_off(pair: tuple[Node, Node]) -> None:
                 await b.wait(lambda: len(b.unreachable) > n)  # noqa: B023
     assert b.t.stats.handshakes_refused > seen
     assert len(a.msgs) == 1
+
+
+async def test_one_way_block_cuts_only_one_direction() -> None:
+    """A one-way partition: what 1 sends to 2 is lost, what 2 sends to 1 arrives."""
+    import asyncio as _asyncio
+
+    from raftkv.raft.types import Message, MessageType
+    from raftkv.transport.peer import PeerTransport
+
+    got: dict[int, list[Message]] = {1: [], 2: []}
+    ev = {1: _asyncio.Event(), 2: _asyncio.Event()}
+
+    def sink(i: int):  # type: ignore[no-untyped-def]
+        def on(m: Message) -> None:
+            got[i].append(m)
+            ev[i].set()
+
+        return on
+
+    t1 = PeerTransport(1, 7, ("127.0.0.1", 0), {}, sink(1))
+    t2 = PeerTransport(2, 7, ("127.0.0.1", 0), {}, sink(2))
+    await t1.start()
+    await t2.start()
+    try:
+        t1.add_peer(2, t2.listen_addr)
+        t2.add_peer(1, t1.listen_addr)
+        t1.faults.block_direction(2, outgoing=True)
+        t2.send([Message(MessageType.HEARTBEAT, to=1, frm=2, term=1)])
+        await _asyncio.wait_for(ev[1].wait(), 5.0)
+        t1.send([Message(MessageType.HEARTBEAT, to=2, frm=1, term=1)])
+        t2.send([Message(MessageType.HEARTBEAT, to=1, frm=2, term=2)])
+        while len(got[1]) < 2:
+            ev[1].clear()
+            await _asyncio.wait_for(ev[1].wait(), 5.0)
+        assert got[2] == []  # the message 1 -> 2 was dropped at 1; 2 -> 1 went through
+    finally:
+        await t1.stop()
+        await t2.stop()
