@@ -240,6 +240,11 @@ class Control:
         ids = [self.member(p).id for p in peers if p != name]
         return await self.fault(name, {"block": ids})
 
+    async def block_outgoing(self, name: str, peers: list[str]) -> bool:
+        """Drop what ``name`` sends to ``peers``; what they send to it still arrives."""
+        ids = [self.member(p).id for p in peers if p != name]
+        return await self.fault(name, {"block_out": ids})
+
     async def heal(self) -> None:
         """Undo every link fault and clock skew on every reachable member."""
         await asyncio.gather(

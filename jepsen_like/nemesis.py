@@ -116,7 +116,9 @@ class Pause:
         await self.stop(c)
 
 
-PARTITIONS: Final = ("one", "leader", "halves", "ring", "bridge")
+SYMMETRIC_PARTITIONS: Final = ("one", "leader", "halves", "ring", "bridge")
+"""Shapes expressed as a grudge (see :func:`grudge`)."""
+PARTITIONS: Final = (*SYMMETRIC_PARTITIONS, "oneway")
 
 
 def grudge(
@@ -172,9 +174,9 @@ def grudge(
 
 
 class Partition:
-    """Network partitions through the ``debug_fault`` "block" hook, set at both ends of each
-    cut link.  ``one-way`` partitions cannot be expressed (a block cuts both directions at the
-    member where it is set) and are not offered."""
+    """Network partitions through the ``debug_fault`` hooks: "block" set at both ends of each
+    cut link for the symmetric shapes; ``oneway``: the leader (or a random member) can still
+    hear everyone but nothing it sends arrives ("block_out" at its end)."""
 
     name = "partition"
 
@@ -185,6 +187,11 @@ class Partition:
         shape = rng.choice(self.shapes)
         if shape == "ring" and len(c.names) < 5:
             shape = "bridge"
+        if shape == "oneway":
+            mute = await c.leader() or rng.choice(c.names)
+            others = [n for n in c.names if n != mute]
+            ok = await c.block_outgoing(mute, others)
+            return {"shape": shape, "mute": mute, "unreached": [] if ok else [mute]}
         leader = await c.leader() if shape == "leader" else None
         g = grudge(shape, c.names, leader, rng)
         cut = [n for n, peers in g.items() if peers]
