@@ -262,7 +262,9 @@ def _explicit_endpoints(value: str | None) -> list[str] | None:
     if value:
         return resolve_endpoints(value)
     root = click.get_current_context().find_root()
-    if root.params.get("endpoints") or os.environ.get("RAFTKV_ENDPOINTS"):
+    source = root.get_parameter_source("endpoints")
+    given = source is not None and source is not click.core.ParameterSource.DEFAULT
+    if given or os.environ.get("RAFTKV_ENDPOINTS"):
         return resolve_endpoints(None)
     return None
 
