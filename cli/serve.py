@@ -79,6 +79,14 @@ def _parse_cluster_id(value: str | None) -> int | None:
     "--snapshot-count", default=50_000, show_default=True, help="Applied entries between snapshots."
 )
 @click.option(
+    "--max-request-bytes",
+    default=1536 * 1024,
+    show_default=True,
+    help="Largest client request (etcd's default 1.5 MiB).",
+)
+@click.option("--max-txn-ops", default=128, show_default=True, help="Most operations in one txn.")
+@click.option("--max-value-bytes", default=1024 * 1024, show_default=True, help="Largest value.")
+@click.option(
     "--auto-compaction-mode",
     type=click.Choice(["off", "periodic", "revision"]),
     default="off",
@@ -115,10 +123,14 @@ def serve(
     snapshot_catchup_entries: int,
     auto_compaction_mode: str,
     auto_compaction_retention: float,
+    max_request_bytes: int,
+    max_txn_ops: int,
+    max_value_bytes: int,
 ) -> None:
     """Run one raftkv member until SIGTERM or Ctrl-C."""
+    from raftkv.api import Limits
     from raftkv.metrics import setup_logging
-    from raftkv.node import NodeConfig
+    from raftkv.node import NodeConfig, fsm_with_limits
     from raftkv.protocol import parse_initial_cluster, split_addr
 
     setup_logging(log_format, log_level)
@@ -143,6 +155,13 @@ def serve(
         snapshot_catchup_entries=snapshot_catchup_entries,
         auto_compaction_mode=auto_compaction_mode,
         auto_compaction_retention=auto_compaction_retention,
+        fsm_factory=fsm_with_limits(
+            Limits(
+                max_txn_ops=max_txn_ops,
+                max_request_bytes=max_request_bytes,
+                max_value_bytes=max_value_bytes,
+            )
+        ),
     )
     import os
 
@@ -179,7 +198,13 @@ async def _serve(cfg: object, metrics_addr: str | None, test_hooks: bool = False
 
     assert isinstance(cfg, NodeConfig)
     node = await Node.start(cfg, tcp_transport_factory)
-    server = Server(node, cfg.client_addr, test_hooks=test_hooks)
+    limits = node.fsm.limits
+    server = Server(
+        node,
+        cfg.client_addr,
+        max_frame=max(4 << 20, limits.max_request_bytes + (64 << 10)),
+        test_hooks=test_hooks,
+    )
     if cfg.unsafe:
         log.warning("UNSAFE test switches enabled: %s", ",".join(sorted(cfg.unsafe)))
     metrics: MetricsServer | None = None

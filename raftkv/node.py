@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import msgpack
 
 from raftkv import codec
-from raftkv.api import Command, Request
+from raftkv.api import DEFAULT_LIMITS, Command, Limits, Request
 from raftkv.errors import (
     ConfChangeRefused,
     CorruptionError,
@@ -1098,12 +1098,19 @@ async def _bootstrap(
     await storage.save(HardState(term=1, vote=NONE, commit=1), [], snap)
 
 
-def _default_fsm() -> KVStateMachine:
+def _default_fsm(limits: Limits | None = None) -> KVStateMachine:
     from raftkv.lease import LeaseConfig
 
     # Stall detection: if the leader's lease loop was not scheduled for 2 s (a stall, a
     # SIGSTOP, a slow disk), deadlines move back by the gap instead of all expiring at once.
-    return KVStateMachine(lease_config=LeaseConfig(stall_threshold=2.0))
+    return KVStateMachine(
+        limits=limits or DEFAULT_LIMITS, lease_config=LeaseConfig(stall_threshold=2.0)
+    )
+
+
+def fsm_with_limits(limits: Limits) -> Callable[[], KVStateMachine]:
+    """An ``fsm_factory`` with request limits (``raftkv serve --max-request-bytes`` ...)."""
+    return lambda: _default_fsm(limits)
 
 
 def _version() -> str:
