@@ -204,12 +204,14 @@ async def test_configured_limits_are_enforced_with_typed_errors(tmp_path: Path) 
     from raftkv.node import fsm_with_limits
 
     limits = Limits(max_txn_ops=2, max_value_bytes=1000, max_request_bytes=4096)
-    async with LocalCluster(3, tmp_path, fsm_factory=fsm_with_limits(limits)) as cluster:
-        async with Client(cluster.endpoints) as c:
-            with pytest.raises(TooManyOps):
-                await c.txn(
-                    [], [PutRequest(b"a", b"1"), PutRequest(b"b", b"2"), PutRequest(b"c", b"3")], []
-                )
-            with pytest.raises(RequestTooLarge):
-                await c.put(b"big", b"x" * 2000)
-            assert (await c.put(b"ok", b"x" * 900)).header.revision > 1
+    async with (
+        LocalCluster(3, tmp_path, fsm_factory=fsm_with_limits(limits)) as cluster,
+        Client(cluster.endpoints) as c,
+    ):
+        with pytest.raises(TooManyOps):
+            await c.txn(
+                [], [PutRequest(b"a", b"1"), PutRequest(b"b", b"2"), PutRequest(b"c", b"3")], []
+            )
+        with pytest.raises(RequestTooLarge):
+            await c.put(b"big", b"x" * 2000)
+        assert (await c.put(b"ok", b"x" * 900)).header.revision > 1
