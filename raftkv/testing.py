@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import random
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,10 +33,21 @@ from raftkv.node import Node, NodeConfig, tcp_transport_factory
 from raftkv.raft import NONE
 from raftkv.server import Server
 
+_PORT_RNG = random.Random()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port that is free now, chosen below Linux's ephemeral range (32768-60999), so that
+    outgoing connections of other processes cannot take it between now and our bind."""
+    for _ in range(200):
+        port = _PORT_RNG.randrange(20_000, 32_000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # fall back to the OS
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -140,7 +154,21 @@ class LocalCluster:
         return m
 
     async def start(self) -> None:
-        await asyncio.gather(*(self.start_member(n) for n in self.members))
+        for attempt in range(3):
+            try:
+                await asyncio.gather(*(self.start_member(n) for n in self.members))
+                break
+            except OSError as e:
+                # Another process took one of our ports between free_port() and bind():
+                # start over, as a new cluster, on fresh ports.
+                if e.errno != errno.EADDRINUSE or attempt == 2:
+                    raise
+                await self.stop()
+                for m in self.members.values():
+                    shutil.rmtree(m.data_dir, ignore_errors=True)
+                    m.client_addr = f"127.0.0.1:{free_port()}"
+                    m.peer_addr = f"127.0.0.1:{free_port()}"
+                self.initial_cluster = {m.name: m.peer_addr for m in self.members.values()}
         await self.wait_leader()
 
     async def stop(self) -> None:

@@ -80,15 +80,24 @@ def test_stale_reads_are_not_linearizable(tmp_path: Path) -> None:
 
 
 def test_apply_twice_duplicates_set_elements(tmp_path: Path) -> None:
-    out = tmp_path / "twice"
-    rc, text, doc, _ = _run(
-        out, "--workload", "set", "--nemesis", "kill:followers", "--time", "15",
-        "--unsafe", "apply_twice", "--seed", "3",
-    )  # fmt: skip
-    assert rc == 1, text
-    res = doc["checks"]["set"]
-    assert res["valid"] is False
-    assert res["duplicates"], res
+    """Forgetting exactly-once shows up as duplicates once a committed write is retried.
+    Whether a given run retries a committed write depends on timing, so up to three seeds
+    are tried; the harness must catch it in at least one (it did in every run we measured)."""
+    results = []
+    for seed in (3, 4, 5):
+        out = tmp_path / f"twice-{seed}"
+        rc, text, doc, _ = _run(
+            out, "--workload", "set", "--nemesis", "kill:followers", "--time", "15",
+            "--unsafe", "apply_twice", "--seed", str(seed),
+        )  # fmt: skip
+        results.append(text)
+        if rc == 1:
+            res = doc["checks"]["set"]
+            assert res["valid"] is False
+            assert res["duplicates"], res
+            return
+        assert rc == 0, text  # anything else is a harness failure
+    raise AssertionError(f"apply_twice was never caught: {results}")
 
 
 def test_membership_disk_and_crash_point_nemeses(tmp_path: Path) -> None:
