@@ -514,7 +514,12 @@ class Node:
         if msgs and self.transport is not None:
             self._note_heartbeats(msgs)
             self.transport.send(msgs)
-        # 3. apply
+        # 3. apply, 4. advance
+        self._apply_ready(rd)
+        await self._maybe_snapshot()
+
+    def _apply_ready(self, rd: Ready) -> None:
+        """Steps 3 and 4 of the Ready contract: apply in order, answer waiters, advance."""
         t1 = time.perf_counter()
         if rd.snapshot is not None:
             self._apply_snapshot(rd.snapshot.data, rd.snapshot.meta.index)
@@ -532,10 +537,8 @@ class Node:
                 fut.set_result(rs.index)
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader_id, rd.soft_state.role)
-        # 4. advance
         self.rn.advance(rd)
         self._release_apply_waiters()
-        await self._maybe_snapshot()
 
     def _note_heartbeats(self, msgs: list[Message]) -> None:
         now = time.perf_counter()
@@ -547,19 +550,7 @@ class Node:
         """UNSAFE (test only): talk and acknowledge first, persist in the background."""
         if rd.messages and self.transport is not None:
             self.transport.send(list(rd.messages))
-        if rd.snapshot is not None:
-            self._apply_snapshot(rd.snapshot.data, rd.snapshot.meta.index)
-            self.conf_state = rd.snapshot.meta.conf_state
-        for e in rd.committed_entries:
-            self._apply_entry(e)
-        for rs in rd.read_states:
-            fut = self._read_waiters.pop(rs.request_ctx, None)
-            if fut is not None and not fut.done():
-                fut.set_result(rs.index)
-        if rd.soft_state is not None:
-            self._on_soft_state(rd.soft_state.leader_id, rd.soft_state.role)
-        self.rn.advance(rd)
-        self._release_apply_waiters()
+        self._apply_ready(rd)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             await asyncio.sleep(0.05)  # the window in which an acknowledged write is volatile
             await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)

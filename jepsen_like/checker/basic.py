@@ -19,10 +19,11 @@ Each returns ``{"valid": bool, "anomaly_types": [...], "anomalies": {type: examp
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from jepsen_like.checker.anomalies import Anomalies
 from jepsen_like.checker.history import Completed
 
 __all__ = [
@@ -38,17 +39,8 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
-class _Result:
-    max_examples: int
-    anomalies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, kind: str, example: dict[str, Any]) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        examples = self.anomalies.setdefault(kind, [])
-        if len(examples) < self.max_examples:
-            examples.append(example)
+class _Result(Anomalies):
+    __slots__ = ()
 
     def done(self, stats: dict[str, Any]) -> dict[str, Any]:
         types = sorted(self.anomalies)

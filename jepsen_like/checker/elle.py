@@ -45,6 +45,7 @@ from enum import IntFlag
 from itertools import pairwise
 from typing import Any, Final, Literal, cast
 
+from jepsen_like.checker.anomalies import Anomalies
 from jepsen_like.checker.history import Completed, Op, Outcome, pair
 
 __all__ = [
@@ -98,17 +99,7 @@ class _Writer:
     final: bool  # the writer's last append to this key
 
 
-@dataclass(slots=True)
-class _Result:
-    max_examples: int
-    anomalies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, kind: str, example: dict[str, Any]) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        examples = self.anomalies.setdefault(kind, [])
-        if len(examples) < self.max_examples:
-            examples.append(example)
+_Result = Anomalies
 
 
 def _hashable(v: Any) -> Hashable:

@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
 
+from jepsen_like.checker.anomalies import Anomalies
 from jepsen_like.checker.history import decode_value, encode_value
 from raftkv import WatchResponse
 from raftkv.api import ALL_KEYS, Event, EventType, KeyValue
@@ -211,17 +212,7 @@ def item_from_response(resp: WatchResponse) -> StreamItem:
 # --- the ground truth ----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Result:
-    max_examples: int
-    anomalies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, kind: str, example: dict[str, Any]) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        examples = self.anomalies.setdefault(kind, [])
-        if len(examples) < self.max_examples:
-            examples.append(example)
+_Result = Anomalies
 
 
 def _same_kv(a: KeyValue, b: KeyValue) -> bool:
