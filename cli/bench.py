@@ -11,7 +11,7 @@ import asyncio
 import os
 import statistics
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -301,12 +301,18 @@ def bench_watch(
     watcher's event, p50/p99 over all deliveries) and member memory (VmRSS) before and after.
     Without endpoints it starts (and stops) its own cluster of 'raftkv serve' processes.
     Exits 1 if a delivery is missing, duplicated or out of order."""
-    from raftkv.bench.procs import cluster_pids, member_rss, spawned_cluster, wait_caught_up
+    from raftkv.bench.procs import (
+        cluster_pids,
+        member_cpu,
+        member_rss,
+        spawned_cluster,
+        wait_caught_up,
+    )
     from raftkv.bench.watch import run_watch
 
     eps = _explicit_endpoints(endpoints)
 
-    async def go(e: list[str], rss: Callable[[], Any] | None) -> Any:
+    async def go(e: list[str], pid_map: Callable[[], Mapping[str, int | None]] | None) -> Any:
         await wait_caught_up(e, timeout=60.0)
         with _bar(total, "watch puts") as bar:
             return await run_watch(
@@ -318,16 +324,17 @@ def bench_watch(
                 rate=rate,
                 val_size=val_size,
                 prefix=prefix.encode(),
-                rss=rss,
+                rss=(lambda: member_rss(pid_map())) if pid_map is not None else None,
+                cpu=(lambda: member_cpu(pid_map())) if pid_map is not None else None,
                 progress=bar.update,
             )
 
     if eps is None:
         with spawned_cluster(nodes) as cluster:
-            r = run(go(cluster.endpoints, lambda: member_rss(cluster_pids(cluster))))
+            r = run(go(cluster.endpoints, lambda: cluster_pids(cluster)))
     else:
-        named = {f"pid {p}": p for p in pids}
-        r = run(go(eps, (lambda: member_rss(named)) if named else None))
+        named: dict[str, int | None] = {f"pid {p}": p for p in pids}
+        r = run(go(eps, (lambda: named) if named else None))
     for line in r.lines():
         click.echo(line)
     if not r.complete:

@@ -35,6 +35,23 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time process ``pid`` has used, in seconds; None if it is gone."""
+    import os
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def member_cpu(pids: Mapping[str, int | None]) -> dict[str, float | None]:
+    """``cpu_seconds`` for every named member."""
+    return {name: (cpu_seconds(pid) if pid else None) for name, pid in pids.items()}
+
+
 def member_rss(pids: Mapping[str, int | None]) -> dict[str, int | None]:
     """``rss_bytes`` for every named member (None for a member without a live process)."""
     return {name: (rss_bytes(pid) if pid else None) for name, pid in pids.items()}
@@ -105,6 +122,59 @@ def spawned_cluster(
 
 def cluster_pids(cluster: ProcessCluster) -> dict[str, int | None]:
     return {name: (p.pid if p.alive else None) for name, p in cluster.procs.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The figures of one member's ``/metrics`` that say where it stands."""
+
+    is_leader: bool
+    has_leader: bool
+    term: int
+    revision: int
+    applied: int
+
+
+async def gauges(cluster: ProcessCluster, name: str, timeout: float = 2.0) -> Gauges | None:
+    """Member ``name``'s :class:`Gauges` from its metrics endpoint (None if it does not answer).
+
+    Cheap for the member at any store size, unlike a client ``status`` request, which hashes
+    the whole store on the member's event loop (seconds at 1M keys)."""
+    m = await asyncio.to_thread(cluster.metrics, name, timeout)
+    try:
+        return Gauges(
+            is_leader=m["raftkv_raft_is_leader"] == 1.0,
+            has_leader=m["raftkv_raft_has_leader"] == 1.0,
+            term=int(m["raftkv_raft_term"]),
+            revision=int(m["raftkv_mvcc_revision"]),
+            applied=int(m["raftkv_raft_applied_index"]),
+        )
+    except KeyError:
+        return None
+
+
+async def wait_converged(
+    cluster: ProcessCluster, timeout: float = 300.0, poll: float = 0.05
+) -> tuple[str, Gauges]:
+    """Wait until every live member answers on its metrics endpoint, exactly one leads, all
+    know a leader, and all show the leader's revision and applied index.  Returns the
+    leader's name and gauges."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    names = [n for n, p in cluster.procs.items() if p.alive]
+    while loop.time() < deadline:
+        gs = await asyncio.gather(*(gauges(cluster, n) for n in names))
+        if all(g is not None for g in gs):
+            live = dict(zip(names, (g for g in gs if g is not None), strict=True))
+            leaders = [n for n, g in live.items() if g.is_leader]
+            if len(leaders) == 1 and all(g.has_leader for g in live.values()):
+                lead = live[leaders[0]]
+                if all(
+                    g.revision == lead.revision and g.applied >= lead.applied for g in live.values()
+                ):
+                    return leaders[0], lead
+        await asyncio.sleep(poll)
+    raise Timeout(f"members did not converge within {timeout:g}s")
 
 
 async def statuses(endpoints: Sequence[str], timeout: float = 1.0) -> list[EndpointStatus | None]:

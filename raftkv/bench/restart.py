@@ -7,8 +7,11 @@ End to end against real ``raftkv serve`` processes (fsync on):
 2. record each member's resident memory (``VmRSS``) and its data directory's size (and the
    newest snapshot file's);
 3. stop one follower (SIGTERM, or SIGKILL with ``kill=True``), start it again and time how long
-   until it answers, reports healthy, and shows the leader's revision and applied index (what
-   ``raftkv endpoint status`` shows);
+   until it answers, reports healthy, and shows the leader's revision and applied index.
+   Progress is read from the members' ``/health`` and ``/metrics`` endpoints: a client
+   ``status`` request (``raftkv endpoint status``) hashes the whole store on the member's event
+   loop, seconds at 1M keys, so polling with it would itself stall the members.  One status
+   request per member after loading checks the revisions and times that hash;
 4. stop every member, start them all again and time the same for the whole cluster;
 5. count the keys after each restart (all of them must be there).
 """
@@ -30,10 +33,10 @@ from raftkv.bench.procs import (
     format_rss,
     member_rss,
     statuses,
-    wait_caught_up,
+    wait_converged,
 )
 from raftkv.bench.report import Stats
-from raftkv.client import Client
+from raftkv.client import Client, EndpointStatus
 from raftkv.errors import InvalidArgument, RaftKVError, Timeout
 from raftkv.testing import ProcessCluster
 
@@ -65,6 +68,10 @@ class RestartResult:
     load: Stats
     """One request per txn."""
     revision: int
+    status_seconds: float
+    """The slowest member's answer to one ``endpoint status`` request after loading."""
+    status_revisions: tuple[int, ...]
+    """The revision each member's ``endpoint status`` showed after loading (-1: no answer)."""
     rss_loaded: Mapping[str, int | None]
     disk: Mapping[str, DiskUsage]
     member: str
@@ -79,7 +86,9 @@ class RestartResult:
 
     @property
     def intact(self) -> bool:
-        return self.keys_after_member == self.keys == self.keys_after_cluster
+        return self.keys_after_member == self.keys == self.keys_after_cluster and set(
+            self.status_revisions
+        ) == {self.revision}
 
     def lines(self) -> list[str]:
         per_txn = self.keys / max(1, self.load.requests)
@@ -89,6 +98,9 @@ class RestartResult:
             f"{self.load.requests} txns of {per_txn:.0f} puts, txn p50 "
             f"{self.load.p(50) * 1000:.1f} ms, p99 {self.load.p(99) * 1000:.1f} ms), "
             f"revision {self.revision}",
+            f"endpoint status after loading: revision "
+            f"{', '.join(str(r) for r in self.status_revisions)}; slowest answer "
+            f"{self.status_seconds:.2f} s",
             f"member RSS loaded: {format_rss(self.rss_loaded)}",
             "disk: "
             + ", ".join(
@@ -143,17 +155,17 @@ async def count_keys(endpoints: list[str]) -> int:
 async def time_restart(
     cluster: ProcessCluster, names: list[str], timeout: float = 600.0
 ) -> RestartTimes:
-    """Start the stopped members ``names`` and time the milestones of :class:`RestartTimes`."""
-    eps = [cluster.procs[n].client_addr for n in names]
+    """Start the stopped members ``names`` and time the milestones of :class:`RestartTimes`
+    (polling the members' metrics endpoints, which cost them nothing)."""
     t0 = time.perf_counter()
     for n in names:
         cluster.start_member(n)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
 
-    async def until(check: Callable[[], Awaitable[bool]]) -> float:
+    async def until(check: Callable[[str], Awaitable[bool]]) -> float:
         while loop.time() < deadline:
-            if await check():
+            if all(await asyncio.gather(*(check(n) for n in names))):
                 return time.perf_counter() - t0
             for n in names:
                 if not cluster.procs[n].alive:
@@ -161,23 +173,29 @@ async def time_restart(
             await asyncio.sleep(0.05)
         raise Timeout(f"restart not done within {timeout:g}s")
 
-    async def answering() -> bool:
-        return all(s is not None for s in await statuses(eps))
+    async def answering(n: str) -> bool:
+        return await asyncio.to_thread(cluster.health, n) is not None
 
-    async def healthy() -> bool:
-        async def one(ep: str) -> bool:
-            try:
-                async with Client([ep], dial_timeout=1.0, command_timeout=2.0) as c:
-                    return (await c.health(ep)).health
-            except (RaftKVError, OSError):
-                return False
-
-        return all(await asyncio.gather(*(one(ep) for ep in eps)))
+    async def healthy(n: str) -> bool:
+        h = await asyncio.to_thread(cluster.health, n)
+        return bool(h and h.get("health"))
 
     t_answer = await until(answering)
     t_healthy = await until(healthy)
-    await wait_caught_up(cluster.endpoints, timeout=max(1.0, deadline - loop.time()))
+    await wait_converged(cluster, timeout=max(1.0, deadline - loop.time()))
     return RestartTimes(t_answer, t_healthy, time.perf_counter() - t0)
+
+
+async def timed_statuses(cluster: ProcessCluster) -> tuple[float, list[EndpointStatus | None]]:
+    """Every member's ``endpoint status`` (one request each, in turn) and the slowest
+    answer's time: the status request hashes the whole store on the member."""
+    out: list[EndpointStatus | None] = []
+    slowest = 0.0
+    for ep in cluster.endpoints:
+        t0 = time.perf_counter()
+        out.extend(await statuses([ep], timeout=120.0))
+        slowest = max(slowest, time.perf_counter() - t0)
+    return slowest, out
 
 
 def _stop(cluster: ProcessCluster, names: list[str], kill: bool) -> float:
@@ -203,7 +221,7 @@ async def run_restart(
 ) -> RestartResult:
     """The whole measurement on a started, empty ``cluster`` (see the module docstring)."""
     eps = cluster.endpoints
-    await wait_caught_up(eps, timeout=60.0)
+    await wait_converged(cluster, timeout=60.0)
     stats = await load_keys(
         eps,
         keys,
@@ -215,16 +233,12 @@ async def run_restart(
     )
     if stats.errors:
         raise RaftKVError(f"loading failed: {stats.errors}")
-    lead = await wait_caught_up(eps, timeout=300.0)
+    leader, lead = await wait_converged(cluster)
     rss_loaded = member_rss(cluster_pids(cluster))
     disk = {n: disk_usage(p.data_dir) for n, p in cluster.procs.items()}
-
-    st = {s.id: s for s in await statuses(eps) if s is not None}
-    follower = next(
-        n
-        for n, p in cluster.procs.items()
-        if any(s.endpoint == p.client_addr and s.id != lead.leader for s in st.values())
-    )
+    status_seconds, sts = await timed_statuses(cluster)
+    status_revisions = tuple(s.revision if s is not None else -1 for s in sts)
+    follower = next(n for n in cluster.procs if n != leader)
     member_stop = await asyncio.to_thread(_stop, cluster, [follower], kill)
     member_times = await time_restart(cluster, [follower])
     rss_member = member_rss(cluster_pids(cluster))
@@ -240,6 +254,8 @@ async def run_restart(
         val_size=val_size,
         load=stats,
         revision=lead.revision,
+        status_seconds=status_seconds,
+        status_revisions=status_revisions,
         rss_loaded=rss_loaded,
         disk=disk,
         member=follower,

@@ -75,10 +75,16 @@ class WatchBenchResult:
     create_seconds: float
     """Time to create every watch (all confirmed by the server)."""
     write_seconds: float
+    drain_seconds: float
+    """From the last acknowledged put to the last delivery (or the drain timeout)."""
     from_send: Dist
     from_ack: Dist
     rss_before: Mapping[str, int | None]
     rss_after: Mapping[str, int | None]
+    client_cpu: float
+    """CPU seconds this (watching and writing) process used while the puts ran and drained."""
+    member_cpu: Mapping[str, float | None]
+    """CPU seconds each member used over the same span (empty when not known)."""
 
     @property
     def complete(self) -> bool:
@@ -102,6 +108,13 @@ class WatchBenchResult:
             f"latency from put sent:  {self.from_send.line()}",
             f"latency from put acked: {self.from_ack.line()}",
         ]
+        cpu = [f"this client {self.client_cpu:.1f} s"] + [
+            f"{n} {v:.1f} s" for n, v in self.member_cpu.items() if v is not None
+        ]
+        out.append(
+            f"CPU used while writing and draining ({self.write_seconds + self.drain_seconds:.1f}"
+            f" s): {', '.join(cpu)}"
+        )
         if any(v is not None for v in self.rss_before.values()):
             out.append(f"member RSS before watches: {format_rss(self.rss_before)}")
             out.append(f"member RSS after the run:  {format_rss(self.rss_after)}")
@@ -120,13 +133,15 @@ async def run_watch(
     prefix: bytes = b"/watchbench/",
     drain_timeout: float = 60.0,
     rss: Callable[[], Mapping[str, int | None]] | None = None,
+    cpu: Callable[[], Mapping[str, float | None]] | None = None,
     progress: Progress | None = None,
 ) -> WatchBenchResult:
     """Open ``watchers`` watches on ``prefix`` over ``conns`` connections, then put ``total``
     keys under it from ``writers`` concurrent writers at ``rate`` puts/s in all (0: as fast as
     the writers go), wait until every watcher has seen every acknowledged put (or
-    ``drain_timeout``), and report delivery latency.  ``rss()`` is sampled before the watches
-    open and after the run; ``progress(n)`` is called as puts are acknowledged."""
+    ``drain_timeout``), and report delivery latency.  ``rss()`` (member memory) is sampled
+    before the watches open and after the run, ``cpu()`` (member CPU seconds) before and after
+    the writes and drain; ``progress(n)`` is called as puts are acknowledged."""
     if watchers < 1 or conns < 1 or writers < 1 or total < 1:
         raise InvalidArgument("--watchers, --conns, --writers and --total must be at least 1")
     if -(-watchers // conns) > MAX_WATCHES_PER_CONN:
@@ -204,6 +219,8 @@ async def run_watch(
         next_i = 0
         interval = writers / rate if rate > 0 else 0.0
         w_start = time.perf_counter()
+        cpu_start = cpu() if cpu is not None else {}
+        client_cpu_start = time.process_time()
 
         async def writer(c: Client) -> None:
             nonlocal next_i, put_errors
@@ -240,6 +257,9 @@ async def run_watch(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_timeout):
                     await all_done.wait()
+            drain_seconds = time.perf_counter() - w_start - write_seconds
+            client_cpu = time.process_time() - client_cpu_start
+            cpu_end = cpu() if cpu is not None else {}
         finally:
             for t in tasks:
                 t.cancel()
@@ -273,8 +293,14 @@ async def run_watch(
         out_of_order=out_of_order,
         create_seconds=create_seconds,
         write_seconds=write_seconds,
+        drain_seconds=drain_seconds,
         from_send=Dist.of(from_send),
         from_ack=Dist.of(from_ack),
         rss_before=rss_before,
         rss_after=rss_after,
+        client_cpu=client_cpu,
+        member_cpu={
+            n: (e - b if (e is not None and (b := cpu_start.get(n)) is not None) else None)
+            for n, e in cpu_end.items()
+        },
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from raftkv.bench.procs import disk_usage, rss_bytes
+from raftkv.bench.procs import cpu_seconds, disk_usage, rss_bytes
 from raftkv.bench.watch import Dist
 from raftkv.client import Client
 from tests.bench.test_bench import ThreadCluster, assert_report_shape
@@ -56,6 +57,17 @@ def test_rss_of_this_process_and_of_no_process() -> None:
     assert rss_bytes(2**22 + 12345) is None  # beyond the kernel's default pid_max
 
 
+def test_cpu_seconds_grow_with_work() -> None:
+    before = cpu_seconds(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    after = cpu_seconds(os.getpid())
+    assert after is not None and after > before
+    assert cpu_seconds(2**22 + 12345) is None
+
+
 def test_disk_usage_counts_files_and_takes_the_newest_snapshot(tmp_path: Path) -> None:
     (tmp_path / "snap").mkdir()
     (tmp_path / "snap" / "0000000000000001-0000000000000001.snap").write_bytes(b"a" * 10)
@@ -93,6 +105,12 @@ def test_benchmark_watch_delivers_every_put_to_every_watcher(tc: ThreadCluster) 
     assert sent["p50"] > 0 and acked["max"] <= sent["max"]  # sent before acked
     assert re.search(rf"RSS before watches: pid {os.getpid()} [0-9.]+ MB", out)
     assert re.search(rf"RSS after the run:  pid {os.getpid()} [0-9.]+ MB", out)
+    assert re.search(
+        rf"CPU used while writing and draining \([0-9.]+ s\): this client [0-9.]+ s, "
+        rf"pid {os.getpid()} [0-9.]+ s$",
+        out,
+        re.M,
+    ), out
     assert tc.count(b"/wb/") == 0  # cleaned up
 
 
@@ -162,6 +180,7 @@ def test_benchmark_restart_keeps_every_key_and_stops_its_processes(tmp_path: Pat
     out = res.stdout
     assert "loaded 2,000 keys of 100 bytes" in out and "100 txns of 20 puts" in out
     assert "keys found: 2,000 after the member restart, 2,000 after the cluster restart" in out
+    assert "endpoint status after loading: revision 101, 101, 101;" in out  # 100 txns
     for start in ("member RSS loaded", "member RSS after member", "member RSS after cluster"):
         assert re.fullmatch(
             r"[^:]+: n1 [0-9.]+ MB, n2 [0-9.]+ MB, n3 [0-9.]+ MB", line_with(out, start)
