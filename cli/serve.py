@@ -105,6 +105,33 @@ def _parse_cluster_id(value: str | None) -> int | None:
     show_default=True,
     help="Entries kept in the log after a snapshot, for slow followers.",
 )
+@click.option(
+    "--max-pending-proposals",
+    default=10_000,
+    show_default=True,
+    help="Most proposals waiting to commit on the leader; beyond it writes get TooManyRequests.",
+)
+@click.option(
+    "--rate-limit-per-conn",
+    default=0.0,
+    show_default=True,
+    metavar="R",
+    help="Requests per second per client connection (0 = unlimited); over it: TooManyRequests.",
+)
+@click.option(
+    "--rate-limit-per-node",
+    default=0.0,
+    show_default=True,
+    metavar="R",
+    help="Requests per second for this member, all connections together (0 = unlimited).",
+)
+@click.option(
+    "--burst",
+    default=0,
+    show_default=True,
+    metavar="B",
+    help="Token-bucket size of the rate limits (0 = one second's worth of the rate).",
+)
 def serve(
     name: str,
     data_dir: Path,
@@ -126,14 +153,22 @@ def serve(
     max_request_bytes: int,
     max_txn_ops: int,
     max_value_bytes: int,
+    max_pending_proposals: int,
+    rate_limit_per_conn: float,
+    rate_limit_per_node: float,
+    burst: int,
 ) -> None:
     """Run one raftkv member until SIGTERM or Ctrl-C."""
+    from raftkv.admission import AdmissionConfig
     from raftkv.api import Limits
     from raftkv.metrics import setup_logging
     from raftkv.node import NodeConfig, fsm_with_limits
     from raftkv.protocol import parse_initial_cluster, split_addr
 
     setup_logging(log_format, log_level)
+    if min(rate_limit_per_conn, rate_limit_per_node, burst) < 0 or max_pending_proposals < 1:
+        raise click.UsageError("rate limits and --burst must be >= 0, --max-pending-proposals >= 1")
+    admission = AdmissionConfig(rate_limit_per_conn, rate_limit_per_node, burst)
     try:
         members = parse_initial_cluster(initial_cluster)
         split_addr(listen_client)
@@ -153,6 +188,7 @@ def serve(
         election_tick=election_ticks,
         snapshot_count=snapshot_count,
         snapshot_catchup_entries=snapshot_catchup_entries,
+        max_pending_proposals=max_pending_proposals,
         auto_compaction_mode=auto_compaction_mode,
         auto_compaction_retention=auto_compaction_retention,
         fsm_factory=fsm_with_limits(
@@ -178,7 +214,7 @@ def serve(
         cfg.unsafe = unsafe
     _use_uvloop()
     try:
-        asyncio.run(_serve(cfg, metrics_addr, test_hooks))
+        asyncio.run(_serve(cfg, metrics_addr, test_hooks, admission))
     except Exception as e:  # startup failures: one clear line, non-zero exit
         click.echo(f"Error: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
@@ -191,7 +227,10 @@ def _use_uvloop() -> None:
         uvloop.install()
 
 
-async def _serve(cfg: object, metrics_addr: str | None, test_hooks: bool = False) -> None:
+async def _serve(
+    cfg: object, metrics_addr: str | None, test_hooks: bool = False, admission: object = None
+) -> None:
+    from raftkv.admission import AdmissionConfig, AdmissionControl
     from raftkv.metrics import MetricsServer
     from raftkv.node import Node, NodeConfig, tcp_transport_factory
     from raftkv.server import Server
@@ -204,6 +243,11 @@ async def _serve(cfg: object, metrics_addr: str | None, test_hooks: bool = False
         cfg.client_addr,
         max_frame=max(4 << 20, limits.max_request_bytes + (64 << 10)),
         test_hooks=test_hooks,
+        admission=(
+            AdmissionControl(admission)
+            if isinstance(admission, AdmissionConfig) and admission.enabled
+            else None
+        ),
     )
     if cfg.unsafe:
         log.warning("UNSAFE test switches enabled: %s", ",".join(sorted(cfg.unsafe)))

@@ -19,8 +19,16 @@ Design (the protocol is :mod:`raftkv.protocol`):
   (``command_timeout``, or ``timeout=`` per call) that ends in :class:`~raftkv.errors.Timeout`.
   Reads and exactly-once writes retry freely; membership changes and ``move_leader`` retry
   only when the request surely did not reach a server.
-* The endpoint bookkeeping (:class:`_EndpointState`) is the seam for circuit breakers and
-  admission control: ``_pick`` consults it and ``_ok`` / ``_failed`` feed it.
+* **Circuit breakers**: one :class:`CircuitBreaker` per endpoint.  Connection errors and
+  timeouts (ours, or ``Timeout`` / ``NoLeader`` answered by a member cut off from the leader)
+  count as failures; any other answer, even an application error, is a success.  ``_pick``
+  skips an endpoint whose breaker is open, so a client is never stuck on a dead or
+  partitioned member (etcd issues 8326 / 8660).  Serializable reads go round robin over the
+  endpoints whose breakers admit calls; everything else goes to the leader (when known) or
+  the current endpoint, as before.
+* **Keep-alive**: a connection that has received nothing for ``keepalive_interval`` seconds
+  is probed with a cheap STATUS; no answer within ``keepalive_timeout`` closes it (its
+  pending calls fail over) and counts as a failure of that endpoint.
 
 Only errors of :mod:`raftkv.errors` leave this module.
 """
@@ -35,7 +43,8 @@ import itertools
 import os
 import random
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -288,6 +297,8 @@ class _Conn:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, _Stream] = {}
         self.error: ConnectionLost | None = None
+        self.last_seen = asyncio.get_running_loop().time()
+        """When the server last sent us anything (the keep-alive probes quiet connections)."""
         for frame in leftover:
             self._dispatch(frame)
         self._task = asyncio.create_task(self._read_loop(), name=f"raftkv-client-{addr}")
@@ -385,6 +396,7 @@ class _Conn:
                 data = await self._reader.read(1 << 16)
                 if not data:
                     break
+                self.last_seen = asyncio.get_running_loop().time()
                 for frame in self._decoder.feed(data):
                     self._dispatch(frame)
         except (RemoteProtocolError, FrameTooLarge) as e:
@@ -474,9 +486,12 @@ class _Policy:
     """Send to the leader (writes, lease clocks, membership)."""
     idempotent: bool
     """Safe to resend after it may have reached a server (reads, exactly-once writes)."""
+    spread: bool = False
+    """Any healthy member will do: round robin over them (serializable reads)."""
 
 
 _READ: Final = _Policy(leader=False, idempotent=True)
+_SERIAL: Final = _Policy(leader=False, idempotent=True, spread=True)
 _WRITE: Final = _Policy(leader=True, idempotent=True)
 _ADMIN: Final = _Policy(leader=True, idempotent=False)
 
@@ -486,14 +501,60 @@ _FAILOVER_ERRORS: Final = (ConnectionLost, StorageError)
 """The endpoint itself is the problem: retry at another one."""
 
 
-class _EndpointState:
-    """Per-endpoint health, consulted by :meth:`Client._pick` (the circuit-breaker seam)."""
+_UNHEALTHY_ANSWERS: Final = (NoLeader, Timeout)
+"""Answers from a member that is up but cut off from the leader: they count against its
+breaker and move the client on, so it does not sit on a partitioned member."""
 
-    __slots__ = ("down_until", "failures")
 
-    def __init__(self) -> None:
+class BreakerState(IntEnum):
+    CLOSED = 0
+    """Calls go through; consecutive failures are counted."""
+    OPEN = 1
+    """The endpoint is skipped until the cool-down has passed."""
+    HALF_OPEN = 2
+    """Cool-down over: calls go through; one success closes, one failure re-opens."""
+
+
+class CircuitBreaker:
+    """One endpoint's breaker: closed -> open after ``threshold`` consecutive failures;
+    open -> half-open once ``cooldown`` seconds have passed (checked on :meth:`allow`);
+    half-open -> closed on a success, or back to open on a failure.  ``clock`` is injected
+    (monotonic seconds) so every transition is testable without sleeping.
+
+    Half-open admits every call rather than exactly one probe: the client has one connection
+    per endpoint, so concurrent callers share the outcome of the same dial anyway.
+    """
+
+    __slots__ = ("_clock", "cooldown", "failures", "opened_at", "state", "threshold")
+
+    def __init__(
+        self, threshold: int = 3, cooldown: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if threshold < 1 or cooldown < 0:
+            raise InvalidArgument("breaker threshold must be >= 1 and cooldown >= 0")
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self.state = BreakerState.CLOSED
         self.failures = 0
-        self.down_until = 0.0
+        """Consecutive failures (reset by a success)."""
+        self.opened_at = 0.0
+
+    def allow(self) -> bool:
+        """May a call go to this endpoint now?  (Moves open -> half-open after the cool-down.)"""
+        if self.state == BreakerState.OPEN and self._clock() - self.opened_at >= self.cooldown:
+            self.state = BreakerState.HALF_OPEN
+        return self.state != BreakerState.OPEN
+
+    def record_success(self) -> None:
+        self.state = BreakerState.CLOSED
+        self.failures = 0
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        if self.state == BreakerState.HALF_OPEN or self.failures >= self.threshold:
+            self.state = BreakerState.OPEN
+            self.opened_at = self._clock()
 
 
 _WRITE_RESPONSES: Final[dict[type[Any], tuple[Method, type[Any]]]] = {
@@ -516,6 +577,13 @@ class Client:
     leader from redirects.  ``dial_timeout`` bounds one connection attempt, ``command_timeout``
     one call with all its retries (override per call with ``timeout=``); ``attempt_timeout``
     bounds one attempt at one endpoint before failing over (default: half the call's budget).
+
+    Resilience knobs (see docs/client.md): ``backoff_base`` / ``backoff_cap`` shape the
+    exponential backoff with full jitter between retries; ``breaker_threshold`` consecutive
+    connection failures or timeouts open an endpoint's circuit breaker for
+    ``breaker_cooldown`` seconds (``clock`` drives the breakers, for tests); a connection
+    quiet for ``keepalive_interval`` seconds is probed and closed if the probe gets no answer
+    within ``keepalive_timeout`` (``keepalive_interval=None`` turns probing off).
     """
 
     def __init__(
@@ -533,6 +601,11 @@ class Client:
         backoff_cap: float = 1.0,
         max_frame: int = wire.MAX_CLIENT_FRAME,
         rng: random.Random | None = None,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 5.0,
+        keepalive_interval: float | None = 10.0,
+        keepalive_timeout: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -546,6 +619,9 @@ class Client:
                 raise InvalidArgument(str(exc)) from None
         if write_window < 1:
             raise InvalidArgument("write_window must be at least 1")
+        if keepalive_interval is not None and (keepalive_interval <= 0 or keepalive_timeout <= 0):
+            raise InvalidArgument("keepalive_interval and keepalive_timeout must be positive")
+        CircuitBreaker(breaker_threshold, breaker_cooldown)  # validate the knobs early
         self.endpoints: tuple[str, ...] = tuple(dict.fromkeys(eps))
         self.dial_timeout = dial_timeout
         self.command_timeout = command_timeout
@@ -560,8 +636,15 @@ class Client:
         self._rng = rng or random.Random()
         self._conns: dict[str, _Conn] = {}
         self._dials: dict[str, asyncio.Task[_Conn]] = {}
-        self._state: dict[str, _EndpointState] = {}
+        self.breaker_threshold = breaker_threshold
+        self.breaker_cooldown = breaker_cooldown
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._keepalive_task: asyncio.Task[None] | None = None
         self._pin = 0
+        self._rr = 0
         self._leader_addr: str | None = None
         self._addr_of: dict[int, str] = {}
         """Member id -> the endpoint that answered as that member (from response headers):
@@ -587,6 +670,11 @@ class Client:
     async def close(self) -> None:
         """Close every connection; open streams end, pending calls fail with ConnectionLost."""
         self._closed = True
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._keepalive_task
+            self._keepalive_task = None
         for t in list(self._dials.values()):
             t.cancel()
         for t in list(self._dials.values()):
@@ -609,6 +697,14 @@ class Client:
     def leader_endpoint(self) -> str | None:
         """The leader's client address, as last learnt from a redirect (None if unknown)."""
         return self._leader_addr
+
+    def breaker(self, endpoint: str) -> CircuitBreaker:
+        """The circuit breaker of ``endpoint`` (made on first use)."""
+        b = self._breakers.get(endpoint)
+        if b is None:
+            b = CircuitBreaker(self.breaker_threshold, self.breaker_cooldown, self._clock)
+            self._breakers[endpoint] = b
+        return b
 
     @property
     def seq(self) -> int:
@@ -659,8 +755,10 @@ class Client:
         return await self.range(req, timeout=timeout)
 
     async def range(self, req: RangeRequest, *, timeout: float | None = None) -> RangeResponse:
-        """A RANGE with every field of :class:`~raftkv.api.RangeRequest`."""
-        plain = await self._request(Method.RANGE, codec.to_plain(req), _READ, timeout=timeout)
+        """A RANGE with every field of :class:`~raftkv.api.RangeRequest`.  Serializable reads
+        are spread round robin over the endpoints whose breakers are not open."""
+        policy = _SERIAL if req.serializable else _READ
+        plain = await self._request(Method.RANGE, codec.to_plain(req), policy, timeout=timeout)
         return _decode(RangeResponse, plain)
 
     async def delete(
@@ -943,29 +1041,33 @@ class Client:
         return endpoint, _as_dict(res)
 
     def _pick(self, policy: _Policy) -> str:
+        """The endpoint for the next attempt: the leader if the call wants it and its breaker
+        admits calls; else (round robin for ``spread`` calls, the current endpoint otherwise)
+        the first endpoint whose breaker is not open.  If every breaker is open, try the
+        current endpoint anyway: failing fast would only fail every call."""
         if policy.leader and self._leader_addr is not None:
-            return self._leader_addr
-        now = asyncio.get_running_loop().time()
+            if self.breaker(self._leader_addr).allow():
+                return self._leader_addr
+            self._leader_addr = None
         n = len(self.endpoints)
+        start = self._rr if policy.spread else self._pin
         for i in range(n):
-            addr = self.endpoints[(self._pin + i) % n]
-            st = self._state.get(addr)
-            if st is None or st.down_until <= now:
-                self._pin = (self._pin + i) % n
+            addr = self.endpoints[(start + i) % n]
+            if self.breaker(addr).allow():
+                if policy.spread:
+                    self._rr = (start + i + 1) % n
+                else:
+                    self._pin = (start + i) % n
                 return addr
         return self.endpoints[self._pin % n]
 
     def _ok(self, addr: str) -> None:
-        st = self._state.get(addr)
-        if st is not None:
-            st.failures = 0
-            st.down_until = 0.0
+        """``addr`` answered (anything, even an application error): it is alive."""
+        self.breaker(addr).record_success()
 
     def _failed(self, addr: str) -> None:
-        st = self._state.setdefault(addr, _EndpointState())
-        st.failures += 1
-        cooldown = min(self.backoff_cap, self.backoff_base * (2 ** min(st.failures, 16)))
-        st.down_until = asyncio.get_running_loop().time() + cooldown
+        """``addr`` failed to answer: count it against its breaker and move on from it."""
+        self.breaker(addr).record_failure()
         if addr == self._leader_addr:
             self._leader_addr = None
         if self.endpoints[self._pin % len(self.endpoints)] == addr:
@@ -1016,6 +1118,38 @@ class Client:
         self._conns[addr] = conn
         if old is not None and old is not conn:
             old.abort()
+        if self.keepalive_interval is not None and self._keepalive_task is None:
+            self._keepalive_task = asyncio.create_task(
+                self._keepalive_loop(self.keepalive_interval), name="raftkv-client-keepalive"
+            )
+
+    async def _keepalive_loop(self, interval: float) -> None:
+        """Probe every connection that has been quiet for ``interval`` seconds."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(interval / 2)
+            now = loop.time()
+            quiet = [c for c in self._conns.values() if c.alive and now - c.last_seen >= interval]
+            if quiet:
+                await asyncio.gather(*(self._probe(c) for c in quiet))
+
+    async def _probe(self, conn: _Conn) -> None:
+        """A cheap STATUS; any answer (even an error) proves the peer alive.  No answer within
+        ``keepalive_timeout`` closes the connection (its pending calls fail with
+        ConnectionLost and fail over) and counts against the endpoint's breaker."""
+        try:
+            async with asyncio.timeout(self.keepalive_timeout):
+                await conn.call(Method.STATUS, {})
+        except TimeoutError:
+            conn._lost(f"{conn.addr} did not answer a keep-alive in {self.keepalive_timeout:g}s")
+        except ConnectionLost:
+            pass
+        except RaftKVError:
+            return
+        else:
+            return
+        if not self._closed:
+            self._failed(conn.addr)
 
     async def _request(
         self,
@@ -1046,6 +1180,11 @@ class Client:
             addr = target or self._pick(policy)
             target = endpoint
             sent = False
+            if endpoint is not None and not self.breaker(addr).allow():
+                raise ConnectionLost(
+                    f"circuit breaker open for {addr}: it failed {self.breaker_threshold} times "
+                    f"in a row (retry after {self.breaker_cooldown:g}s)"
+                )
             try:
                 conn = await self._connect(addr, min(self.dial_timeout, remaining))
                 sent = True
@@ -1060,12 +1199,13 @@ class Client:
                 return result
             except TimeoutError:
                 last = Timeout(f"{addr} did not answer {method} in time")
+                self._failed(addr)
                 if endpoint is not None or not policy.idempotent:
                     raise _timeout(method, budget, last) from None
-                self._failed(addr)
                 continue  # the attempt used its time; fail over at once
             except NotLeader as e:
                 last = e
+                self._ok(addr)
                 if endpoint is not None:
                     raise
                 lead = e.leader_addr or self._addr_of.get(e.leader_hint, "")
@@ -1088,12 +1228,21 @@ class Client:
                 self._failed(addr)
             except _BACKOFF_ERRORS as e:
                 last = e
+                if isinstance(e, _UNHEALTHY_ANSWERS):
+                    self._failed(addr)  # cut off from the leader: try another member next
+                else:
+                    self._ok(addr)
                 if not policy.idempotent and not isinstance(e, NoLeader | TooManyRequests):
                     raise
+            except RaftKVError:
+                self._ok(addr)  # an application error is an answer: the endpoint is alive
+                raise
             # back off before the next attempt
             pause = self._backoff(attempt)
             if isinstance(last, TooManyRequests):
-                pause = max(pause, last.retry_after)
+                # Honour retry_after, plus jitter so refused clients do not return in step.
+                ra = last.retry_after
+                pause = max(pause, ra + self._rng.uniform(0, ra))
             attempt += 1
             remaining = deadline - loop.time()
             if pause >= remaining:
@@ -1165,11 +1314,15 @@ class Watcher:
                 return
             except TimeoutError:
                 raise Timeout(f"watch not created within {c.command_timeout:g}s") from None
-            except (ConnectionLost, NoLeader, StorageError) as e:
+            except (ConnectionLost, NoLeader, StorageError, TooManyRequests) as e:
                 if c._closed:
                     raise ConnectionLost("client is closed") from None
-                c._failed(addr)
-                pause = c._backoff(attempt)
+                if isinstance(e, TooManyRequests):
+                    c._ok(addr)
+                    pause = e.retry_after + c._rng.uniform(0, e.retry_after)
+                else:
+                    c._failed(addr)
+                    pause = c._backoff(attempt)
                 attempt += 1
                 if loop.time() + pause >= deadline:
                     raise _timeout(Method.WATCH, c.command_timeout, e) from None

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from raftkv import codec, wire
+from raftkv.admission import AdmissionControl, TokenBucket
 from raftkv.api import (
     Command,
     CompactionRequest,
@@ -67,6 +68,8 @@ class _Conn:
         self.writer = writer
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.closed = False
+        self.bucket: TokenBucket | None = None
+        """This connection's rate-limit bucket (admission control), made on first use."""
 
     def send(self, frame: list[Any]) -> None:
         if self.closed:
@@ -86,8 +89,11 @@ class Server:
         listen_addr: str,
         max_frame: int = wire.MAX_CLIENT_FRAME,
         test_hooks: bool = False,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self.node = node
+        self.admission = admission
+        """Rate limits per connection and per node (None: off); see raftkv.admission."""
         self.host, self.port = split_addr(listen_addr)
         self.max_frame = max_frame
         self._server: asyncio.Server | None = None
@@ -207,6 +213,15 @@ class Server:
             if t is not None:
                 t.cancel()
             return
+        if self.admission is not None:
+            if conn.bucket is None:
+                conn.bucket = self.admission.conn_bucket()
+            try:
+                self.admission.admit(conn.bucket)
+            except RaftKVError as e:  # TooManyRequests: refused before any work is queued
+                end = Reply.END if method in self.stream_handlers else Reply.ERROR
+                conn.send([req_id, int(end), codec.encode_error(e)])
+                return
         stream = self.stream_handlers.get(method)
         if stream is not None:
             conn.tasks[req_id] = asyncio.create_task(
