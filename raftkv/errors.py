@@ -31,7 +31,8 @@ sees one of these, never a bare ``KeyError`` from deep inside.
     │   ├── InvalidArgument
     │   ├── TooManyWatches
     │   ├── MemberNotFound / MemberExists
-    │   └── FutureRevision           a read at a revision that does not exist yet
+    │   ├── FutureRevision           a read at a revision that does not exist yet
+    │   └── LockLost                 a recipe's lock or leadership is gone (raftkv.recipes)
     ├── TransientError               safe to retry after a pause
     │   ├── Timeout
     │   ├── TooManyRequests(retry_after)
@@ -203,6 +204,13 @@ class MemberExists(RequestError):
 
 class FutureRevision(RequestError):
     code = "future_revision"
+
+
+class LockLost(RequestError):
+    """A lock or leadership held through :mod:`raftkv.recipes` is gone (its key was deleted or
+    its session's lease lost), so a write fenced by it was refused."""
+
+    code = "lock_lost"
 
 
 # --- transient ------------------------------------------------------------------------------

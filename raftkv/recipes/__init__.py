@@ -1,0 +1,45 @@
+"""Coordination recipes on top of the client: sessions, locks, elections, service discovery,
+load balancing and hot configuration (model: etcd's ``clientv3/concurrency``).  See
+docs/recipes.md.  Only :mod:`raftkv.client`, :mod:`raftkv.api`, :mod:`raftkv.errors` and
+:mod:`raftkv.protocol` are used: recipes are plain clients of the public API."""
+
+from raftkv.errors import LockLost
+from raftkv.recipes.config import ConfigWatcher
+from raftkv.recipes.election import Election, Leader, leader_of, observe
+from raftkv.recipes.mutex import LockToken, Mutex, RWMutex, try_lock, unlock
+from raftkv.recipes.registry import (
+    ConsistentHash,
+    Discovery,
+    Instance,
+    InstanceSource,
+    PickFirst,
+    Random,
+    RoundRobin,
+    ServiceInstance,
+    ServiceRegistry,
+)
+from raftkv.recipes.session import Session
+
+__all__ = [
+    "ConfigWatcher",
+    "ConsistentHash",
+    "Discovery",
+    "Election",
+    "Instance",
+    "InstanceSource",
+    "Leader",
+    "LockLost",
+    "LockToken",
+    "Mutex",
+    "PickFirst",
+    "RWMutex",
+    "Random",
+    "RoundRobin",
+    "ServiceInstance",
+    "ServiceRegistry",
+    "Session",
+    "leader_of",
+    "observe",
+    "try_lock",
+    "unlock",
+]
