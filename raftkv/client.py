@@ -1223,9 +1223,9 @@ class Client:
                 last = e
                 if self._closed:
                     raise ConnectionLost("client is closed") from None
+                self._failed(addr)
                 if endpoint is not None or (sent and not policy.idempotent):
                     raise
-                self._failed(addr)
             except _BACKOFF_ERRORS as e:
                 last = e
                 if isinstance(e, _UNHEALTHY_ANSWERS):
