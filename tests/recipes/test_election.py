@@ -18,7 +18,7 @@ async def test_one_leader_at_a_time_and_resign_hands_over(client: Client) -> Non
         leading: list[int] = []
         tasks = [asyncio.create_task(e.campaign(f"cand-{i}")) for i, e in enumerate(elections)]
         for _ in range(3):
-            done, _ = await asyncio.wait(
+            await asyncio.wait(
                 [t for t in tasks if not t.done()] or tasks,
                 timeout=5,
                 return_when=asyncio.FIRST_COMPLETED,
