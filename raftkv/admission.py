@@ -21,6 +21,9 @@ from raftkv.errors import InvalidArgument, TooManyRequests
 
 Clock = Callable[[], float]
 
+_EPSILON = 1e-9
+"""Refill arithmetic in floats must not refuse a request for a rounding error."""
+
 
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` stored; starts full.
@@ -48,7 +51,8 @@ class TokenBucket:
     def wait_time(self, n: float = 1.0) -> float:
         """Seconds until ``n`` tokens are available (0 if they are now); takes nothing."""
         self._refill()
-        return 0.0 if self.tokens >= n else (n - self.tokens) / self.rate
+        short = n - self.tokens
+        return 0.0 if short <= _EPSILON else short / self.rate
 
     def take(self, n: float = 1.0) -> None:
         """Remove ``n`` tokens; call only after :meth:`wait_time` returned 0."""
