@@ -105,6 +105,10 @@ except ImportError:  # pragma: no cover
 else:
     _register_bench(cli)
 
+from cli.recipes import register as _register_recipes  # noqa: E402 - lock, elect, service
+
+_register_recipes(cli)
+
 
 def main() -> None:
     cli()
