@@ -19,7 +19,7 @@ from raftkv.codec import to_plain
 from raftkv.errors import InvalidArgument, TooManyRequests
 from raftkv.node import Node
 from raftkv.protocol import Method
-from raftkv.testing import LocalCluster
+from raftkv.testing import LocalCluster, Process, ProcessCluster
 
 
 class FakeClock:
@@ -203,3 +203,53 @@ def test_serve_has_the_admission_flags_and_refuses_negative_rates(tmp_path: Path
     assert res.exit_code == 2 and "rate limits" in res.output
     res = runner.invoke(serve, [*base, "--max-pending-proposals=0"])
     assert res.exit_code == 2
+
+
+async def test_a_watch_refused_by_the_rate_limit_is_created_after_a_pause(tmp_path: Path) -> None:
+    async with LocalCluster(1, tmp_path) as cl:
+        m = next(iter(cl.members.values()))
+        assert m.server is not None
+        ac = AdmissionControl(AdmissionConfig(per_conn=10.0, burst=1))
+        m.server.admission = ac
+        async with Client([m.client_addr], command_timeout=5.0) as c:
+            await c.get("w")  # spends the connection's only token
+            async with c.watch("w") as w:  # refused (END + TooManyRequests), then created
+                await c.put("w", "1")
+                resp = await asyncio.wait_for(w.__anext__(), 5.0)
+        assert [e.kv.value for e in resp.events] == [b"1"]
+        assert ac.refused >= 1
+
+
+class _LimitedProcessCluster(ProcessCluster):
+    def command(self, p: Process) -> list[str]:
+        return [*super().command(p), "--rate-limit-per-conn=20", "--burst=2"]
+
+
+async def test_real_member_with_rate_limit_flags_and_sigstop(tmp_path: Path) -> None:
+    """One real ``raftkv serve`` process: the flags limit a connection to 20 requests/s (the
+    client still gets every answer, no faster than the bucket allows); then SIGSTOP, and the
+    client's keep-alive closes the connection and counts a breaker failure."""
+    pc = _LimitedProcessCluster(1, tmp_path)
+    pc.start()
+    try:
+        await asyncio.to_thread(pc.wait_healthy, 20.0)
+        addr = pc.endpoints[0]
+        loop = asyncio.get_running_loop()
+        async with Client(
+            [addr], command_timeout=10.0, keepalive_interval=0.3, keepalive_timeout=0.3
+        ) as c:
+            t0 = loop.time()
+            await asyncio.gather(*(c.get("k", serializable=True) for _ in range(22)))
+            assert loop.time() - t0 >= (22 - 2) / 20 * 0.9
+            conn = c._conns[addr]
+            assert conn.alive
+            pc.pause("n1")
+            for _ in range(150):
+                if not conn.alive:
+                    break
+                await asyncio.sleep(0.02)
+            assert not conn.alive and "keep-alive" in str(conn.error)
+            assert c.breaker(addr).failures >= 1
+            pc.resume("n1")
+    finally:
+        pc.stop()
