@@ -380,7 +380,13 @@ def test_serial_executions_are_valid(w: tuple[list[Op], list[list[int]]]) -> Non
     assert res["valid"] is True, res
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Most drawn histories have no read holding two ok writers' elements to swap; those are
+# discarded with assume(), which is expected here, not a sign of a weak generator.
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(serial_workload(), st.data())
 def test_a_permuted_read_is_caught(
     w: tuple[list[Op], list[list[int]]], data: st.DataObject
