@@ -7,6 +7,7 @@ from raftkv.errors import LockLost
 from raftkv.recipes.config import ConfigWatcher
 from raftkv.recipes.election import Election, Leader, leader_of, observe
 from raftkv.recipes.mutex import LockToken, Mutex, RWMutex, try_lock, unlock
+from raftkv.recipes.queue import Barrier, Queue
 from raftkv.recipes.registry import (
     ConsistentHash,
     Discovery,
@@ -21,6 +22,7 @@ from raftkv.recipes.registry import (
 from raftkv.recipes.session import Session
 
 __all__ = [
+    "Barrier",
     "ConfigWatcher",
     "ConsistentHash",
     "Discovery",
@@ -32,6 +34,7 @@ __all__ = [
     "LockToken",
     "Mutex",
     "PickFirst",
+    "Queue",
     "RWMutex",
     "Random",
     "RoundRobin",
