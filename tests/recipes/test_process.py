@@ -50,12 +50,13 @@ async def test_fenced_counter_survives_leader_kill(tmp_path: Path) -> None:
             async with Client(eps, command_timeout=20.0) as c:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 30
-                while loop.time() < deadline:
+                at_kill = 0
+                while loop.time() < deadline and at_kill < 15:
                     kvs = (await c.get("c")).kvs
-                    if kvs and int(kvs[0].value.split(b":")[0]) >= 15:
-                        break
+                    at_kill = int(kvs[0].value.split(b":")[0]) if kvs else 0
                     await asyncio.sleep(0.05)
                 pc.kill(leader)  # SIGKILL the raftkv leader mid-run
+                assert 15 <= at_kill < workers * increments
             outs = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
         finally:
             for p in procs:
