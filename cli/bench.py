@@ -484,11 +484,15 @@ def check_perf(endpoints: str | None, load: str, prefix: str, duration: float, c
     click.echo(
         f"{s.requests} writes in {s.seconds:.2f} s, target {model.rate}/s from {model.clients} "
         f"clients; p50 {s.p(50) * 1000:.2f} ms, p99 {s.p(99) * 1000:.2f} ms; "
-        f"{r.deleted} keys deleted"
+        + (
+            f"clean-up failed ({r.cleanup_error}); delete with 'raftkv del --prefix {prefix}'"
+            if r.cleanup_error
+            else f"{r.deleted} keys deleted"
+        )
     )
     for line in r.lines():
         click.echo(line)
-    if not r.passed:
+    if not r.passed or r.cleanup_error:
         sys.exit(1)
 
 

@@ -53,6 +53,8 @@ LOADS: dict[str, Load] = {
     "l": Load("l", rate=8000, clients=500),
     "xl": Load("xl", rate=15000, clients=1000),
 }
+CLEANUP_TIMEOUT = 120.0
+"""Seconds allowed for deleting the run's keys afterwards."""
 ALIASES = {"small": "s", "medium": "m", "large": "l", "xLarge": "xl"}
 
 
@@ -62,6 +64,8 @@ class PerfResult:
     seconds: float
     stats: Stats
     deleted: int
+    cleanup_error: str = ""
+    """Why deleting the run's keys failed ('' when it worked)."""
 
     @property
     def throughput_ok(self) -> bool:
@@ -192,8 +196,14 @@ async def run_check_perf(
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-        deleted = await cs[0].delete(prefix, range_end=prefix_end(prefix))
-    return PerfResult(load, seconds, rec.stats(), deleted.deleted)
+        # One delete of every key written (up to ~500,000 under --load l): give it far more
+        # than the per-put budget, and keep the report when it still fails.
+        try:
+            resp = await cs[0].delete(prefix, range_end=prefix_end(prefix), timeout=CLEANUP_TIMEOUT)
+            deleted, cleanup_error = resp.deleted, ""
+        except RaftKVError as e:
+            deleted, cleanup_error = 0, f"{type(e).__name__}: {e}"
+    return PerfResult(load, seconds, rec.stats(), deleted, cleanup_error)
 
 
 def progress_steps(seconds: float) -> int:

@@ -282,3 +282,28 @@ def test_benchmark_put_refuses_keys_too_small_for_the_key_space(tc: ThreadCluste
     assert res.exit_code == 1
     assert "key size 4 is too small" in res.output
     assert tc.count(b"/k/") == 0
+
+
+def test_check_perf_reports_even_when_the_clean_up_fails(
+    tc: ThreadCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raftkv.errors import Timeout
+
+    async def failing_delete(self: Client, *args: Any, **kwargs: Any) -> Any:
+        raise Timeout("delete_range did not complete")
+
+    monkeypatch.setattr(Client, "delete", failing_delete)
+    res = CliRunner().invoke(
+        cli,
+        ["check", "perf", "--endpoints", tc.endpoints, "--duration", "1", "--prefix", "/cf/"],
+    )
+    assert res.exit_code == 1
+    first = res.stdout.splitlines()[0]
+    assert "clean-up failed (Timeout: delete_range did not complete)" in first
+    assert "raftkv del --prefix /cf/" in first
+    assert any(
+        ln.startswith("PASS: Throughput") or ln.startswith("FAIL: Throughput")
+        for ln in res.stdout.splitlines()
+    )
+    monkeypatch.undo()
+    assert tc.count(b"/cf/") > 0  # nothing was deleted, as reported
