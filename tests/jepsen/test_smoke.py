@@ -100,6 +100,19 @@ def test_apply_twice_duplicates_set_elements(tmp_path: Path) -> None:
     raise AssertionError(f"apply_twice was never caught: {results}")
 
 
+def test_ack_before_fsync_loses_acknowledged_writes(tmp_path: Path) -> None:
+    """Acknowledging before persisting loses acknowledged elements once a majority dies at a
+    storage crash point or by SIGKILL; the same nemeses against the real build are VALID."""
+    out = tmp_path / "abf"
+    rc, text, doc, _ = _run(
+        out, "--workload", "set", "--nemesis", "kill:majority,crash-point", "--time", "15",
+        "--unsafe", "ack_before_fsync", "--seed", "1",
+    )  # fmt: skip
+    assert rc == 1, text
+    res = doc["checks"]["set"]
+    assert res["valid"] is False and (res["lost"] or res["duplicates"]), res
+
+
 def test_membership_disk_and_crash_point_nemeses(tmp_path: Path) -> None:
     """The heavier nemeses do what they say: a member is replaced through the member API,
     a damaged member refuses (CorruptionError) or recovers, a crash point is armed; the
