@@ -29,7 +29,7 @@ from raftkv.recipes import Mutex, Session
 
 
 async def worker(
-    endpoints: list[str], key: str, wid: int, increments: int, ttl: int
+    endpoints: list[str], key: str, wid: int, increments: int, ttl: int, hold: float = 0.0
 ) -> dict[str, int]:
     ok = refused = 0
     async with Client(endpoints, command_timeout=30.0) as c:
@@ -41,6 +41,9 @@ async def worker(
                         token = await m.acquire()
                         cur = (await c.get(key)).kvs
                         n = int(cur[0].value.split(b":")[0]) if cur else 0
+                        if hold:
+                            # Work while holding the lock (a pause here outlives the lease).
+                            await asyncio.sleep(hold)
                         value = f"{n + 1}:{token}:{wid}".encode()
                         await m.guarded_txn(success=[PutRequest(key.encode(), value)])
                         ok += 1
@@ -130,10 +133,13 @@ def main() -> int:
     ap.add_argument("--key", default="fenced-counter")
     ap.add_argument("--ttl", type=int, default=5)
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--hold", type=float, default=0.0, help="Seconds of work under the lock.")
     args = ap.parse_args()
     endpoints = [e for e in args.endpoints.split(",") if e]
     if args.worker is not None:
-        res = asyncio.run(worker(endpoints, args.key, args.worker, args.increments, args.ttl))
+        res = asyncio.run(
+            worker(endpoints, args.key, args.worker, args.increments, args.ttl, args.hold)
+        )
         print(json.dumps(res), flush=True)
         return 0
     return asyncio.run(parent(args, endpoints))

@@ -70,3 +70,44 @@ async def test_fenced_counter_survives_leader_kill(tmp_path: Path) -> None:
         live = [p.client_addr for n, p in pc.procs.items() if n != leader]
         res = await fenced_counter.check(live, "c", start_rev)
         assert res == {"final": acked, "writes": acked, "steps_ok": True, "tokens_ok": True}
+
+
+async def test_paused_lock_holder_cannot_write_with_a_stale_token(tmp_path: Path) -> None:
+    """Worker 0 does long work under the lock and is SIGSTOPped past its session TTL (three
+    times); others take the lock meanwhile.  When it resumes, its fenced write must be
+    refused, and the counter still ends at exactly the acknowledged increments."""
+    import signal
+
+    increments, ttl = 12, 2
+    with ProcessCluster(3, tmp_path / "pc") as pc:
+        await asyncio.to_thread(pc.wait_healthy)
+        eps = pc.endpoints
+        start_rev = await fenced_counter.reset(eps, "p")
+
+        async def spawn(i: int, hold: float) -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, str(EXAMPLE), "--worker", str(i), "--increments",
+                str(increments), "--key", "p", "--ttl", str(ttl), "--hold", str(hold),
+                "--endpoints", ",".join(eps), stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+            )  # fmt: skip
+
+        procs = [await spawn(0, 1.0), await spawn(1, 0.02), await spawn(2, 0.02)]
+        try:
+            for _ in range(3):
+                await asyncio.sleep(1.5)
+                procs[0].send_signal(signal.SIGSTOP)
+                await asyncio.sleep(2 * ttl + 1)  # its lease expires meanwhile
+                procs[0].send_signal(signal.SIGCONT)
+            outs = [await asyncio.wait_for(p.communicate(), 90) for p in procs]
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.send_signal(signal.SIGCONT)
+                    p.kill()
+                    await p.wait()
+        results = [json.loads(o[0].decode().strip().splitlines()[-1]) for o in outs]
+        acked = sum(r["ok"] for r in results)
+        assert acked == 3 * increments
+        assert results[0]["refused"] >= 1, "a stale holder's write should have been refused"
+        res = await fenced_counter.check(eps, "p", start_rev)
+        assert res == {"final": acked, "writes": acked, "steps_ok": True, "tokens_ok": True}
