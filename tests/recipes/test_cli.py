@@ -139,3 +139,24 @@ def test_service_register_list_watch(tc: ThreadedCluster) -> None:
     finally:
         p.kill()
         p.wait()
+
+
+def test_killed_service_instance_vanishes_within_ttl_plus_one(tc: ThreadedCluster) -> None:
+    """SIGKILL: no deregistration, only the lease expiry removes the instance."""
+    import time
+
+    p = _spawn(tc, "service", "register", "api", "10.0.0.9:81", "--id", "k1", "--ttl", "2")
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip().startswith("k1 ")
+        assert _cli(tc, "service", "list", "api").output.startswith("k1 ")
+        p.kill()
+        p.wait()
+        t0 = time.monotonic()
+        while _cli(tc, "service", "list", "api").output != "":
+            assert time.monotonic() - t0 < 3.0, "still registered after TTL + 1 s"
+            time.sleep(0.05)
+        assert time.monotonic() - t0 >= 0.5  # it was the lease that removed it, not a signal
+    finally:
+        p.kill()
+        p.wait()
