@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @cli.command("run")
-@click.option("--workload", "-w", required=True, help="register|set|append|watch|lease")
+@click.option(
+    "--workload", "-w", required=True, help="register|set|append|watch|lease|lock|lock-unfenced"
+)
 @click.option("--nemesis", "-n", default="none", show_default=True, help="e.g. kill,partition")
 @click.option("--time", "time_", type=click.FloatRange(min=1), default=30, show_default=True)
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)

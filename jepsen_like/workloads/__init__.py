@@ -2,7 +2,8 @@
 
 ``register`` (linearizable CAS registers), ``set`` (CAS-added unique elements), ``append``
 (Elle list-append transactions), ``watch`` (writers and per-member watchers), ``lease``
-(leased keys under faults).  ``lock`` waits for ``raftkv.recipes`` (a later issue).
+(leased keys under faults), ``lock`` / ``lock-unfenced`` (a counter under the mutex recipe,
+with and without fencing).
 """
 
 from __future__ import annotations
@@ -43,12 +44,26 @@ def _lease() -> Workload:
     return LeaseWorkload()
 
 
+def _lock() -> Workload:
+    from jepsen_like.workloads.lock import LockWorkload
+
+    return LockWorkload(fenced=True)
+
+
+def _lock_unfenced() -> Workload:
+    from jepsen_like.workloads.lock import LockWorkload
+
+    return LockWorkload(fenced=False)
+
+
 WORKLOADS: Final[dict[str, Callable[[], Workload]]] = {
     "register": _register,
     "set": _set,
     "append": _append,
     "watch": _watch,
     "lease": _lease,
+    "lock": _lock,
+    "lock-unfenced": _lock_unfenced,
 }
 
 
