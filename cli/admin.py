@@ -179,7 +179,7 @@ def endpoint_status(ctx: click.Context, cluster: bool) -> None:
     with s.client() as c:
         for ep in _targets(c, cluster):
             try:
-                statuses.append(c.status(ep))
+                statuses.append(c.status(ep, hash=True))
             except RaftKVError as e:
                 failed.append(ep)
                 click.echo(f"Failed to get the status of endpoint {ep} ({e})", err=True)

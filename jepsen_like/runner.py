@@ -171,7 +171,7 @@ async def _converged_statuses(control: Control, timeout: float = 15.0) -> list[d
             for n in control.names:
                 addr = control.member(n).client_addr
                 try:
-                    st = await c.status(addr, timeout=3.0)
+                    st = await c.status(addr, hash=True, timeout=3.0)
                 except RaftKVError as e:
                     statuses.append({"member": n, "error": f"{type(e).__name__}: {e}"})
                     continue

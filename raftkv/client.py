@@ -876,10 +876,13 @@ class Client:
     # --- cluster and maintenance -----------------------------------------------------------
 
     async def status(
-        self, endpoint: str | None = None, *, timeout: float | None = None
+        self, endpoint: str | None = None, *, hash: bool = False, timeout: float | None = None
     ) -> EndpointStatus:
-        """The status of ``endpoint`` (default: any reachable member)."""
-        addr, d = await self._admin_dict(Method.STATUS, {}, endpoint, timeout)
+        """The status of ``endpoint`` (default: any reachable member).  ``hash=True`` also
+        computes the content hash, which walks the member's whole store (about 2 s at a
+        million keys): ask for it when comparing members, not to probe liveness."""
+        payload = {"hash": True} if hash else {}
+        addr, d = await self._admin_dict(Method.STATUS, payload, endpoint, timeout)
         try:
             return EndpointStatus(
                 endpoint=addr,

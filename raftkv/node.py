@@ -1034,7 +1034,8 @@ class Node:
                     total += p.stat().st_size
         return total
 
-    def status(self) -> dict[str, Any]:
+    def status(self, with_hash: bool = False) -> dict[str, Any]:
+        """Member status; the content hash (a walk of the whole store) only on request."""
         st = self.rn.status()
         return {
             "id": self.id,
@@ -1048,7 +1049,7 @@ class Node:
             "revision": self.fsm.revision,
             "compact_revision": self.fsm.compact_revision,
             "db_size": self.db_size(),
-            "hash": self.fsm.hash(),
+            "hash": self.fsm.hash() if with_hash else 0,
             "is_learner": self.is_learner,
             "role": st.role.name.lower(),
             "version": _version(),

@@ -360,7 +360,8 @@ class Server:
     # --- cluster and maintenance -----------------------------------------------------------
 
     async def _status(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        return self.node.status()
+        want_hash = isinstance(payload, dict) and bool(payload.get("hash", False))
+        return self.node.status(with_hash=want_hash)
 
     async def _health(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         ok, reason = self.node.health()

@@ -41,7 +41,7 @@ async def _converged(pc: ProcessCluster, c: Client, timeout: float = 30.0) -> li
     seen: list[tuple[int, int]] = []
     while loop.time() < deadline:
         try:
-            sts = [await c.status(endpoint=e, timeout=2.0) for e in pc.endpoints]
+            sts = [await c.status(endpoint=e, hash=True, timeout=2.0) for e in pc.endpoints]
             seen = [(s.revision, s.hash) for s in sts]
             if len(set(seen)) == 1 and len({s.raft_applied_index for s in sts}) == 1:
                 return seen
