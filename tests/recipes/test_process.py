@@ -74,13 +74,14 @@ async def test_fenced_counter_survives_leader_kill(tmp_path: Path) -> None:
 
 async def test_paused_lock_holder_cannot_write_with_a_stale_token(tmp_path: Path) -> None:
     """Worker 0 does long work under the lock and is SIGSTOPped past its session TTL (three
-    times); others take the lock meanwhile.  When it resumes, its fenced write must be
-    refused, and the counter still ends at exactly the acknowledged increments."""
+    times, the raftkv leader SIGKILLed during the second); others take the lock meanwhile.
+    When it resumes, its fenced write must be refused, and the counter still ends at exactly
+    the acknowledged increments."""
     import signal
 
     increments, ttl = 12, 2
     with ProcessCluster(3, tmp_path / "pc") as pc:
-        await asyncio.to_thread(pc.wait_healthy)
+        raft_leader = await asyncio.to_thread(pc.wait_healthy)
         eps = pc.endpoints
         start_rev = await fenced_counter.reset(eps, "p")
 
@@ -93,10 +94,14 @@ async def test_paused_lock_holder_cannot_write_with_a_stale_token(tmp_path: Path
 
         procs = [await spawn(0, 1.0), await spawn(1, 0.02), await spawn(2, 0.02)]
         try:
-            for _ in range(3):
+            for round_ in range(3):
                 await asyncio.sleep(1.5)
                 procs[0].send_signal(signal.SIGSTOP)
+                if round_ == 1:
+                    pc.kill(raft_leader)  # the raftkv leader dies during this pause too
                 await asyncio.sleep(2 * ttl + 1)  # its lease expires meanwhile
+                if round_ == 1:
+                    pc.start_member(raft_leader)
                 procs[0].send_signal(signal.SIGCONT)
             outs = [await asyncio.wait_for(p.communicate(), 90) for p in procs]
         finally:
