@@ -213,7 +213,11 @@ class PeerTransport:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
-            await self._server.wait_closed()
+            # Server.wait_closed() also waits for every accepted connection to detach; one
+            # accepted while we were shutting down would make it wait for ever (a hang seen
+            # once in CI).  Give it a moment, then go.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
 
     # --- membership ------------------------------------------------------------------------
@@ -432,6 +436,11 @@ class PeerTransport:
     # --- receiving -------------------------------------------------------------------------
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._running:
+            # Accepted just before stop(): never start serving it (stop() could not cancel a
+            # task it did not know about, and the peer would keep the connection open).
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._inbound.add(task)
