@@ -281,6 +281,7 @@ class Node:
         self.fatal: BaseException | None = None
         self.started_at = time.monotonic()
         self.leader_changes = 0
+        self._last_leader = NONE
         self._attrs_applied = False
         self._snapshotting = False
         self._snapshot_task: asyncio.Task[None] | None = None
@@ -558,7 +559,11 @@ class Node:
             await self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
-        self.leader_changes += 1
+        # Soft state also changes on role changes alone (e.g. follower -> pre-candidate);
+        # count only a new leader becoming known.
+        if leader != NONE and leader != self._last_leader:
+            self.leader_changes += 1
+        self._last_leader = leader
         if leader != NONE:
             waiters, self._leader_waiters = self._leader_waiters, []
             for w in waiters:
