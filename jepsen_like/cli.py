@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
 @click.option("--unsafe", default="", help="RAFTKV_UNSAFE switches (prove the checks can fail).")
 @click.option("--snapshot-count", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Operations per second over all clients (default: as fast as they go).",
+)
 def run_cmd(
     workload: str,
     nemesis: str,
@@ -109,6 +115,7 @@ def run_cmd(
     out: str | None,
     unsafe: str,
     snapshot_count: int,
+    rate: float | None,
 ) -> None:
     """Run a fault-injection test against a fresh real cluster and check it.
 
@@ -134,6 +141,7 @@ def run_cmd(
         out=out or f"jepsen-out/{workload}-{seed}",
         unsafe=unsafe,
         snapshot_count=snapshot_count,
+        rate=rate,
     )
     click.get_current_context().exit(main_run(opts))
 

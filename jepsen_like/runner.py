@@ -56,6 +56,8 @@ class RunOptions:
     unsafe: str = ""
     recovery_timeout: float = 60.0
     snapshot_count: int = 10_000
+    rate: float | None = None
+    """Operations per second over all clients (None: unpaced)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,7 +103,7 @@ async def _run(opts: RunOptions) -> RunResult:
     control = Control(opts.nodes, out / "data", env=env, snapshot_count=snap_count)
     rng = random.Random(opts.seed)
     writer = HistoryWriter(out / "history.jsonl")
-    rec = Recorder(writer)
+    rec = Recorder(writer, rate=opts.rate)
     workload = make_workload(opts.workload)
     ctx = RunContext(control, rec, random.Random(rng.random()), out, opts.clients)
     nemesis_rng = random.Random(rng.random())

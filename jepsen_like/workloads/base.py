@@ -61,10 +61,14 @@ class Recorder:
     ``writer``, each event also goes to the history file at once (a crashed or interrupted
     run keeps its history)."""
 
-    def __init__(self, writer: HistoryWriter | None = None) -> None:
+    def __init__(self, writer: HistoryWriter | None = None, rate: float | None = None) -> None:
         self.t0 = time.monotonic_ns()
         self.events: list[Event] = []
         self.writer = writer
+        self.interval = 1.0 / rate if rate else 0.0
+        """With ``rate`` (operations per second over all clients), :meth:`run` paces
+        invocations like Jepsen's ``--rate``: long soaks keep histories checkable."""
+        self._next_slot = 0.0
 
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
@@ -112,6 +116,8 @@ class Recorder:
         The action's return value is the ``ok`` value; :class:`Definite` makes it ``fail``; a
         raftkv error makes a read ``fail`` (reads change nothing) and anything else ``info``
         (it may have happened: a timed-out write can still commit)."""
+        if self.interval:
+            await self._pace()
         inv = self.add(process, "invoke", f, key, value, node=node)
         try:
             out = await action()
@@ -123,6 +129,15 @@ class Recorder:
         if isinstance(out, Observed):
             return self._complete(inv, "ok", out.value, out.extra)
         return self._complete(inv, "ok", out, {})
+
+    async def _pace(self) -> None:
+        """Wait for this invocation's slot: slots are ``interval`` apart, shared by all
+        clients (a client that falls behind does not burst to catch up)."""
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     def _complete(self, inv: Event, type_: str, value: Any, extra: dict[str, Any]) -> Event:
         return self.add(
