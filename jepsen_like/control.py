@@ -11,6 +11,9 @@ internals for:
   existing``), wipe a member's data directory;
 * data files: the member's ``raft.db`` (its ``entries`` table) and ``snap/*.snap`` files, for
   the disk nemesis.
+* client processes a workload runs outside the runner (the lock workers,
+  :class:`ClientProcs`): registered pids the ``pause`` nemesis can SIGSTOP, and which
+  :meth:`Control.stop` kills, so no worker outlives a run.
 
 Every blocking call (waiting for health, SIGKILL + wait) is cheap or runs in a thread, so the
 runner's event loop keeps recording client operations while faults happen.
@@ -20,7 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
+import signal
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -35,6 +41,8 @@ from raftkv.testing import Process, ProcessCluster, free_port
 CLUSTER_TOKEN: Final = "raftkv"
 """``raftkv serve``'s default ``--initial-cluster-token``: member ids derive from it."""
 DEBUG_FAULT: Final = "debug_fault"
+WIPED: Final = "data wiped by the harness"
+"""The marker :meth:`Control.wipe` appends to a member's log."""
 
 
 async def admin_call(addr: str, method: str, payload: Any, timeout: float = 2.0) -> Any:
@@ -92,6 +100,74 @@ class _Processes(ProcessCluster):
         return cmd
 
 
+class ClientProcs:
+    """Client processes of the run (not raftkv members): name -> pid, registered by the
+    workload that spawned them, with the one currently holding the workload's lock.
+
+    The ``pause`` nemesis SIGSTOPs them (``client`` mode); :meth:`kill_all` is the backstop
+    that makes sure none outlives the run, whatever went wrong in the workload."""
+
+    def __init__(self) -> None:
+        self.pids: dict[str, int] = {}
+        self.holder: str | None = None
+        """The client that last said it holds the lock and has not said it released it."""
+        self.paused: set[str] = set()
+        self.lease_ttl: float = 0.0
+        """The clients' session TTL: a pause must outlast it for a holder to lose its lock."""
+
+    def register(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (its process is ending: never signal a pid that may be reused)."""
+        self.pids.pop(name, None)
+        self.paused.discard(name)
+        if self.holder == name:
+            self.holder = None
+
+    def holding(self, name: str, held: bool) -> None:
+        """Record that ``name`` now holds (``held``) or has released the lock."""
+        if held:
+            self.holder = name
+        elif self.holder == name:
+            self.holder = None
+
+    def _signal(self, name: str, sig: signal.Signals) -> bool:
+        pid = self.pids.get(name)
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def pause(self, name: str) -> bool:
+        """SIGSTOP ``name``; False if it is not running any more."""
+        ok = self._signal(name, signal.SIGSTOP)
+        if ok:
+            self.paused.add(name)
+        return ok
+
+    def resume(self, name: str) -> None:
+        self._signal(name, signal.SIGCONT)
+        self.paused.discard(name)
+
+    def resume_all(self) -> list[str]:
+        """SIGCONT every paused client; their names."""
+        done = sorted(self.paused)
+        for n in done:
+            self.resume(n)
+        return done
+
+    def kill_all(self) -> None:
+        """SIGCONT then SIGKILL every registered client (the end of a run, or its failure)."""
+        for n in list(self.pids):
+            self._signal(n, signal.SIGCONT)
+            self._signal(n, signal.SIGKILL)
+            self.unregister(n)
+
+
 @dataclass(frozen=True, slots=True)
 class MemberInfo:
     """A member as the harness knows it."""
@@ -129,6 +205,7 @@ class Control:
         self.paused: set[str] = set()
         self.removed: set[str] = set()
         self.skewed: set[str] = set()
+        self.clients = ClientProcs()
         self._next_name = size + 1
 
     # --- views -------------------------------------------------------------------------------
@@ -218,6 +295,7 @@ class Control:
         return None
 
     def stop(self) -> None:
+        self.clients.kill_all()
         for n in list(self.pc.procs):
             with contextlib.suppress(Exception):
                 self.pc.resume(n)
@@ -289,7 +367,12 @@ class Control:
         self.removed.add(name)
 
     def wipe(self, name: str) -> None:
+        """Delete a stopped member's data; a marker line in its log tells the log checks
+        (``vote_durability``) that what it promised before is gone on purpose."""
         shutil.rmtree(self.data_dir(name), ignore_errors=True)
+        p = self.pc.procs[name].log_path
+        with contextlib.suppress(OSError), p.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"logger": "jepsen_like", "msg": WIPED}) + "\n")
 
     # --- files (disk nemesis) ----------------------------------------------------------------
 

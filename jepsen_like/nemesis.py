@@ -42,6 +42,11 @@ class Nemesis(Protocol):
 
 
 TARGETS: Final = ("leader", "random", "majority", "followers")
+CLIENT: Final = "client"
+"""Pause target mode: the client process holding the lock (else a random client process)."""
+CLIENT_SHARE: Final = 0.5
+"""With client processes registered and no explicit variant, how often ``pause`` picks
+``client`` (a 1-in-5 draw would leave a third of 30-s runs without a single client pause)."""
 
 
 async def _targets(c: Control, rng: random.Random, mode: str) -> list[str]:
@@ -91,25 +96,56 @@ class Kill:
 
 
 class Pause:
-    """SIGSTOP the leader, a random member or a majority; ``stop`` sends SIGCONT."""
+    """SIGSTOP the leader, a random member or a majority; ``stop`` sends SIGCONT.
+
+    Mode ``client`` stops a *client process* (:class:`~jepsen_like.control.ClientProcs`, e.g.
+    the lock workers): the lock holder if there is one, else a random client, for the
+    clients' lease TTL + 1..3 s (``min_duration_s``: the schedule keeps the fault at least
+    that long), so that a holder outlives its lease.  Without an explicit variant it is drawn
+    (half of the time) only when client processes are registered: other workloads see the
+    member modes exactly as before."""
 
     name = "pause"
 
-    def __init__(self, modes: tuple[str, ...] = TARGETS) -> None:
-        self.modes = modes
+    def __init__(self, modes: tuple[str, ...] | None = None) -> None:
+        self.explicit = modes is not None
+        self.modes: tuple[str, ...] = modes if modes is not None else TARGETS
         self.paused: list[str] = []
+        self.paused_clients: list[str] = []
 
     async def start(self, c: Control, rng: random.Random) -> Info:
-        mode = rng.choice(self.modes)
+        if not self.explicit and c.clients.pids and rng.random() < CLIENT_SHARE:
+            mode = CLIENT
+        else:
+            mode = rng.choice(self.modes)
+        if mode == CLIENT:
+            return self._pause_client(c, rng)
         self.paused = await _targets(c, rng, mode)
         for n in self.paused:
             c.pause(n)
         return {"mode": mode, "nodes": self.paused}
 
+    def _pause_client(self, c: Control, rng: random.Random) -> Info:
+        cands = sorted(n for n in c.clients.pids if n not in c.clients.paused)
+        if not cands:
+            return {"mode": CLIENT, "skipped": "no client process"}
+        holder = c.clients.holder if c.clients.holder in cands else None
+        target = holder if holder is not None else rng.choice(cands)
+        if not c.clients.pause(target):
+            return {"mode": CLIENT, "skipped": f"{target} is gone"}
+        self.paused_clients = [target]
+        secs = round(c.clients.lease_ttl + rng.uniform(1.0, 3.0), 2)
+        return {"mode": CLIENT, "clients": [target], "holder": holder, "min_duration_s": secs}
+
     async def stop(self, c: Control) -> Info:
         for n in self.paused:
             c.resume(n)
         done, self.paused = self.paused, []
+        if self.paused_clients:
+            for n in self.paused_clients:
+                c.clients.resume(n)
+            clients, self.paused_clients = self.paused_clients, []
+            return {"resumed": done, "clients": clients}
         return {"resumed": done}
 
     async def heal(self, c: Control) -> None:
@@ -497,7 +533,7 @@ NEMESES: Final[dict[str, Callable[[], Nemesis]]] = {
 
 VARIANTS: Final[dict[str, tuple[str, ...]]] = {
     "kill": TARGETS,
-    "pause": TARGETS,
+    "pause": (*TARGETS, CLIENT),
     "partition": PARTITIONS,
 }
 """Nemeses that take ``name:variant[+variant]`` (e.g. ``kill:leader``, ``partition:ring``)."""
@@ -552,7 +588,8 @@ async def schedule(
         rec.add(NEMESIS, "invoke", f"start-{n.name}")
         info = await _safely(n.start(c, rng))
         rec.add(NEMESIS, "info", f"start-{n.name}", value=info)
-        await pause(rng.uniform(*fault))
+        # a fault may need a minimum length (a client pause must outlast the clients' TTL)
+        await pause(max(rng.uniform(*fault), float(info.get("min_duration_s", 0.0))))
         rec.add(NEMESIS, "invoke", f"stop-{n.name}")
         info = await _safely(n.stop(c))
         rec.add(NEMESIS, "info", f"stop-{n.name}", value=info)
@@ -568,10 +605,12 @@ async def _safely(coro: Any) -> Info:
 
 
 async def heal_all(nemeses: list[Nemesis], c: Control, rec: Recorder) -> None:
-    """Undo every fault: restart, resume, heal links and clocks."""
+    """Undo every fault: restart, resume (members and client processes), heal links and
+    clocks."""
     rec.add(NEMESIS, "invoke", "heal")
     for n in nemeses:
         await _safely(n.heal(c))
+    c.clients.resume_all()
     for name in c.names:
         if name in c.paused:
             c.resume(name)

@@ -83,7 +83,11 @@ class Recorder:
         *,
         node: str | None = None,
         extra: dict[str, Any] | None = None,
+        time_ns: int | None = None,
     ) -> Event:
+        """Append one event; ``time_ns`` (since ``t0``) for an event timed elsewhere, e.g. by a
+        client process on the same system-wide monotonic clock.  Indices follow arrival order,
+        so such an event may carry an earlier time than the one before it."""
         ev: Event = {
             "index": len(self.events),
             "process": process,
@@ -91,7 +95,7 @@ class Recorder:
             "f": f,
             "key": key,
             "value": value,
-            "time_ns": self.now(),
+            "time_ns": self.now() if time_ns is None else time_ns,
             "node": node,
             "extra": extra or {},
         }

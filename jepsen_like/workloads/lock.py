@@ -22,15 +22,28 @@ counter equals the acknowledged increments (plus at most the ones of unknown out
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from functools import partial
+import json
+import signal
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import raftkv
-from jepsen_like.workloads.base import Definite, Event, Observed, RunContext, pairs, result
+from jepsen_like.control import ClientProcs
+from jepsen_like.workloads.base import (
+    Definite,
+    Event,
+    Observed,
+    Recorder,
+    RunContext,
+    pairs,
+    result,
+)
 from raftkv.api import PutRequest
 from raftkv.errors import LockLost
-from raftkv.recipes import Mutex, Session
+from raftkv.recipes import Mutex
 
 KEY = b"jl/counter"
 PREFIX = "jl/lock"
@@ -43,8 +56,17 @@ def decode(value: bytes) -> tuple[int, int]:
     return int(n), int(token or 0)
 
 
-async def incr(c: raftkv.Client, m: Mutex, fenced: bool) -> Observed:
+async def incr(
+    c: raftkv.Client,
+    m: Mutex,
+    fenced: bool,
+    on_hold: Callable[[bool], None] | None = None,
+) -> Observed:
+    """One increment under the lock; ``on_hold(True)`` once acquired, ``on_hold(False)`` once
+    released (the worker's "holding" / "released" markers)."""
     token = await m.acquire(timeout=10.0)
+    if on_hold is not None:
+        on_hold(True)
     try:
         cur = (await c.get(KEY)).kvs
         n = decode(cur[0].value)[0] if cur else 0
@@ -59,8 +81,12 @@ async def incr(c: raftkv.Client, m: Mutex, fenced: bool) -> Observed:
             await c.put(KEY, value)
         return Observed(n + 1, {"token": token})
     finally:
-        if m.is_held:
-            await m.release()
+        try:
+            if m.is_held:
+                await m.release()
+        finally:
+            if on_hold is not None:
+                on_hold(False)
 
 
 class LockWorkload:
@@ -69,29 +95,50 @@ class LockWorkload:
         self.name = "lock" if fenced else "lock-unfenced"
 
     async def setup(self, ctx: RunContext) -> None:
+        ctx.control.clients.lease_ttl = TTL
         async with ctx.client(ctx.control.endpoints(), timeout=10.0) as c:
             await c.put(KEY, b"0:0")
 
     async def client(self, ctx: RunContext, process: int) -> None:
-        proc = process
-        async with ctx.client(ctx.endpoints_for(process)) as c:
-            while not ctx.stop.is_set():
-                try:
-                    async with Session(c, ttl=TTL) as s:
-                        m = Mutex(s, PREFIX)
-                        while not ctx.stop.is_set() and s.alive:
-                            ev = await ctx.recorder.run(
-                                proc,
-                                "incr",
-                                "jl/counter",
-                                None,
-                                partial(incr, c, m, self.fenced),
-                            )
-                            if ev["type"] == "info":
-                                proc += ctx.clients
-                                break
-                except (raftkv.errors.RaftKVError, LockLost):
-                    await asyncio.sleep(0.1)
+        """Run this client as a worker process (:mod:`jepsen_like.workloads.lock_worker`),
+        feed its events into the history, and make sure it ends with the run."""
+        name = f"worker-{process}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "jepsen_like.workloads.lock_worker",
+            "--endpoints",
+            ",".join(ctx.endpoints_for(process)),
+            "--process",
+            str(process),
+            "--clients",
+            str(ctx.clients),
+            "--fenced" if self.fenced else "--unfenced",
+            "--t0-ns",
+            str(ctx.recorder.t0),
+            "--command-timeout",
+            str(ctx.command_timeout),
+            "--attempt-timeout",
+            str(ctx.attempt_timeout),
+        ]
+        with (ctx.out / f"lock-{name}.log").open("wb") as log:
+            p = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+            )
+            ctx.control.clients.register(name, p.pid)
+            ctx.aux.setdefault("lock_workers", []).append({"name": name, "pid": p.pid})
+            stopper = asyncio.create_task(stop_worker(p, ctx.stop, ctx.command_timeout + 2.0))
+            try:
+                assert p.stdout is not None
+                async for line in p.stdout:
+                    feed(ctx.recorder, ctx.control.clients, name, line)
+            finally:
+                ctx.control.clients.unregister(name)
+                stopper.cancel()
+                await kill_worker(p)
 
     async def final(self, ctx: RunContext) -> None:
         async with ctx.client(ctx.control.endpoints(), timeout=10.0) as c:
@@ -109,6 +156,55 @@ class LockWorkload:
 
     def check(self, history: list[Event], aux: dict[str, list[Any]]) -> dict[str, Any]:
         return {"lock": check_lock(history)}
+
+
+def feed(rec: Recorder, clients: ClientProcs, name: str, line: bytes) -> None:
+    """One line of worker ``name``: a holding/released marker, or a history event recorded
+    with the worker's own time (its index is the arrival order)."""
+    obj = json.loads(line)
+    marker = obj.get("marker")
+    if marker is not None:
+        clients.holding(name, marker == "holding")
+        return
+    rec.add(
+        obj["process"],
+        obj["type"],
+        obj["f"],
+        obj.get("key"),
+        obj.get("value"),
+        node=obj.get("node"),
+        extra=obj.get("extra"),
+        time_ns=int(obj["time_ns"]),
+    )
+
+
+async def stop_worker(p: asyncio.subprocess.Process, stop: asyncio.Event, grace: float) -> None:
+    """When ``stop`` is set, close the worker's stdin (it finishes its operation and exits);
+    after ``grace`` seconds resume and SIGTERM it, 2 s later SIGKILL it."""
+    await stop.wait()
+    if p.stdin is not None:
+        p.stdin.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(p.wait(), grace)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        p.send_signal(signal.SIGCONT)
+        p.terminate()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(p.wait(), 2.0)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        p.kill()
+
+
+async def kill_worker(p: asyncio.subprocess.Process) -> None:
+    """Make sure the worker is gone (resumed first: a stopped process dies only once
+    continued) and reaped."""
+    if p.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+    await p.wait()
 
 
 def check_lock(history: list[Event]) -> dict[str, Any]:
