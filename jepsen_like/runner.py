@@ -29,6 +29,11 @@ import raftkv
 from jepsen_like import nemesis as nem
 from jepsen_like.checker.basic import check_convergence, check_revision_monotonic
 from jepsen_like.checker.history import HistoryWriter, pair
+from jepsen_like.checker.raftlog import (
+    check_election_safety,
+    check_vote_durability,
+    read_member_logs,
+)
 from jepsen_like.control import Control
 from jepsen_like.report import write_report
 from jepsen_like.workloads import WORKLOADS, make_workload
@@ -209,6 +214,10 @@ def check_dir(out: Path) -> RunResult:
         results["revision_monotonic"] = revisions
     if aux.get("statuses"):
         results["convergence"] = check_convergence(aux["statuses"])
+    member_logs = read_member_logs(out)
+    if member_logs:
+        results["vote_durability"] = check_vote_durability(member_logs)
+        results["election_safety"] = check_election_safety(member_logs)
     notes_path = out / "notes.json"
     notes = json.loads(notes_path.read_text()) if notes_path.exists() else {}
     if "recovery_error" in notes:

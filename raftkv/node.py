@@ -275,6 +275,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[int, _Pending] = {}
         self._read_ctx = itertools.count(1)
+        self._logged_campaign = 0
         self._read_waiters: dict[bytes, asyncio.Future[int]] = {}
         self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._leader_waiters: list[asyncio.Future[None]] = []
@@ -380,6 +381,8 @@ class Node:
                 "id": f"{nid:x}",
                 "cluster": f"{cid:x}",
                 "applied": node.applied_index,
+                "term": storage.hard_state.term,
+                "vote": f"{storage.hard_state.vote:x}",
             },
         )
         return node
@@ -513,6 +516,7 @@ class Node:
                 self.observe_fsync(took)
         # 2. send, only now that what the messages promise is durable
         if msgs and self.transport is not None:
+            self._log_votes(msgs)
             self._note_heartbeats(msgs)
             self.transport.send(msgs)
         # 3. apply, 4. advance
@@ -541,6 +545,18 @@ class Node:
         self.rn.advance(rd)
         self._release_apply_waiters()
 
+    def _log_votes(self, msgs: list[Message]) -> None:
+        """Log every vote this member promises (its own, when it campaigns, and the ones it
+        grants), as it sends them: the promise must survive a crash, and jepsen_like's
+        ``vote_durability`` check compares these lines with the term and vote a restarted
+        member reports in ``node started``."""
+        for m in msgs:
+            if m.type == MessageType.VOTE and m.term != self._logged_campaign:
+                self._logged_campaign = m.term
+                log.info("campaigning", extra={"term": m.term, "vote": f"{self.id:x}"})
+            elif m.type == MessageType.VOTE_RESP and not m.reject:
+                log.info("vote granted", extra={"term": m.term, "vote": f"{m.to:x}"})
+
     def _note_heartbeats(self, msgs: list[Message]) -> None:
         now = time.perf_counter()
         for m in msgs:
@@ -550,6 +566,7 @@ class Node:
     async def _handle_ready_unsafe(self, rd: Ready) -> None:
         """UNSAFE (test only): talk and acknowledge first, persist in the background."""
         if rd.messages and self.transport is not None:
+            self._log_votes(list(rd.messages))
             self.transport.send(list(rd.messages))
         self._apply_ready(rd)
         # Persisting last: votes, acks and client answers have already left.  A SIGKILL
@@ -563,6 +580,10 @@ class Node:
         # count only a new leader becoming known.
         if leader != NONE and leader != self._last_leader:
             self.leader_changes += 1
+            if leader == self.id and self.rn.raft.state == StateRole.LEADER:
+                # still leader now, so the current term is the one it leads (a newer term
+                # would have made it a follower): jepsen_like's election-safety check reads it
+                log.info("became leader", extra={"term": self.rn.raft.term})
         self._last_leader = leader
         if leader != NONE:
             waiters, self._leader_waiters = self._leader_waiters, []

@@ -1,6 +1,6 @@
 """CI smoke matrix: real `raftkv serve` clusters under faults, through the CLI (slow).
 
-Five short correct runs that must pass, and two runs against deliberately broken servers
+Five short correct runs that must pass, and four runs against deliberately broken servers
 (RAFTKV_UNSAFE) that must fail: the proof that these checks can fail at all.  About 4-5
 minutes in all on two cores.
 """
@@ -59,6 +59,9 @@ def test_correct_cluster_passes(tmp_path: Path, workload: str, nemesis: str, che
     assert faults and not any("error" in (f or {}) for f in faults), faults
     assert sorted(p.name for p in out.glob("n*.log")) == ["n1.log", "n2.log", "n3.log"]
     assert (out / "report.html").stat().st_size > 1000
+    # the members' logs were read: votes promised, kept across restarts, one leader per term
+    assert doc["checks"]["vote_durability"]["promises"] > 0
+    assert doc["checks"]["election_safety"]["terms"] > 0
 
 
 def test_stale_reads_are_not_linearizable(tmp_path: Path) -> None:
@@ -111,6 +114,22 @@ def test_ack_before_fsync_loses_acknowledged_writes(tmp_path: Path) -> None:
     assert rc == 1, text
     res = doc["checks"]["set"]
     assert res["valid"] is False and (res["lost"] or res["duplicates"]), res
+
+
+def test_no_persist_vote_forgets_votes_across_a_kill(tmp_path: Path) -> None:
+    """A member that does not persist its vote restarts with the term but no vote: the
+    members' logs show the promise and the restored state disagree (the vote could be given
+    twice in that term).  Killing the leader (which voted for itself) shows it at once."""
+    out = tmp_path / "npv"
+    rc, text, doc, _ = _run(
+        out, "--workload", "register", "--nemesis", "kill:leader", "--time", "12",
+        "--unsafe", "no_persist_vote", "--seed", "1",
+    )  # fmt: skip
+    assert rc == 1, text
+    res = doc["checks"]["vote_durability"]
+    assert res["valid"] is False, res
+    assert all(f["restored_vote"] == "0" for f in res["forgotten"]), res
+    assert all(f["restored_term"] == f["promised_term"] for f in res["forgotten"]), res
 
 
 def test_membership_disk_and_crash_point_nemeses(tmp_path: Path) -> None:
