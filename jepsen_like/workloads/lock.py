@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -136,9 +137,11 @@ class LockWorkload:
                 async for line in p.stdout:
                     feed(ctx.recorder, ctx.control.clients, name, line)
             finally:
-                ctx.control.clients.unregister(name)
                 stopper.cancel()
-                await kill_worker(p)
+                try:
+                    await kill_worker(p)
+                finally:
+                    ctx.control.clients.unregister(name)
 
     async def final(self, ctx: RunContext) -> None:
         async with ctx.client(ctx.control.endpoints(), timeout=10.0) as c:
@@ -178,33 +181,47 @@ def feed(rec: Recorder, clients: ClientProcs, name: str, line: bytes) -> None:
     )
 
 
+def _signal(p: asyncio.subprocess.Process, *sigs: signal.Signals) -> None:
+    """Signal a worker that has not been reaped yet.  ``os.kill``, not ``p.send_signal``:
+    Popen's send_signal polls first, which can reap the child behind asyncio's child watcher
+    (its return code then reads 255, with a warning)."""
+    for sig in sigs:
+        if p.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
+
+
+async def _exited(p: asyncio.subprocess.Process, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(p.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def stop_worker(p: asyncio.subprocess.Process, stop: asyncio.Event, grace: float) -> None:
     """When ``stop`` is set, close the worker's stdin (it finishes its operation and exits);
     after ``grace`` seconds resume and SIGTERM it, 2 s later SIGKILL it."""
     await stop.wait()
     if p.stdin is not None:
         p.stdin.close()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(p.wait(), grace)
+    if await _exited(p, grace):
         return
-    with contextlib.suppress(ProcessLookupError):
-        p.send_signal(signal.SIGCONT)
-        p.terminate()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(p.wait(), 2.0)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        p.kill()
+    _signal(p, signal.SIGCONT, signal.SIGTERM)
+    if not await _exited(p, 2.0):
+        _signal(p, signal.SIGKILL)
 
 
 async def kill_worker(p: asyncio.subprocess.Process) -> None:
     """Make sure the worker is gone (resumed first: a stopped process dies only once
-    continued) and reaped."""
-    if p.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            p.send_signal(signal.SIGCONT)
-            p.kill()
-    await p.wait()
+    continued) and reaped.  Its stdout has closed: normally it is exiting already."""
+    try:
+        if not await _exited(p, 1.0):
+            _signal(p, signal.SIGCONT, signal.SIGKILL)
+        await p.wait()
+    except asyncio.CancelledError:
+        _signal(p, signal.SIGCONT, signal.SIGKILL)
+        raise
 
 
 def check_lock(history: list[Event]) -> dict[str, Any]:
