@@ -370,7 +370,7 @@ class CrashPoint:
         if not live:
             return {"skipped": "no live member"}
         victim = rng.choice(live)
-        point = rng.choice(sorted(POINTS - {"snapshot_install"}))
+        point = rng.choice(sorted(POINTS))
         n = rng.randint(1, 40)
         spec = f"{point}=crash@{n}"
         await c.kill(victim)

@@ -60,6 +60,7 @@ from raftkv.raft import (
     Ready,
     StateRole,
 )
+from raftkv.storage import failpoints
 from raftkv.storage.sqlite import SQLiteStorage
 
 log = logging.getLogger("raftkv.node")
@@ -530,8 +531,12 @@ class Node:
             self._apply_snapshot(rd.snapshot.data, rd.snapshot.meta.index)
             self.conf_state = rd.snapshot.meta.conf_state
             log.info("installed the leader's snapshot", extra={"index": rd.snapshot.meta.index})
+        if rd.committed_entries:
+            failpoints.hit("before_apply")
         for e in rd.committed_entries:
             self._apply_entry(e)
+        if rd.committed_entries:
+            failpoints.hit("after_apply")
         took = time.perf_counter() - t1
         self.stats["apply_seconds"] += took
         if self.observe_apply is not None and rd.committed_entries:

@@ -10,7 +10,9 @@ Points: ``before_commit``, ``after_commit`` (around the SQLite COMMIT of a Ready
 ``snapshot_write`` (snapshot temp file written and fsynced, not yet renamed),
 ``snapshot_install`` (a leader's snapshot received by a follower: its file written, the
 SQLite row that installs it not yet committed; also in the chunked file receiver, verified
-but not yet renamed into place).
+but not yet renamed into place), ``before_apply`` and ``after_apply`` (around applying a
+Ready's committed entries to the state machine, in the node: committed and durable, the
+answers to their clients not yet sent).
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from dataclasses import dataclass
 from raftkv.errors import StorageError
 
 ENV_VAR = "RAFTKV_FAILPOINTS"
-POINTS = frozenset({"before_commit", "after_commit", "snapshot_write", "snapshot_install"})
+POINTS = frozenset(
+    {
+        "before_commit",
+        "after_commit",
+        "snapshot_write",
+        "snapshot_install",
+        "before_apply",
+        "after_apply",
+    }
+)
 CRASH_EXIT_CODE = 77
 _ACTIONS = frozenset({"crash", "error"})
 

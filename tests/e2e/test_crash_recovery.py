@@ -75,7 +75,13 @@ async def test_sigkill_leader_loses_no_acknowledged_write(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "failpoint",
-    ["before_commit=crash@40", "after_commit=crash@40", "snapshot_write=crash@1"],
+    [
+        "before_commit=crash@40",
+        "after_commit=crash@40",
+        "snapshot_write=crash@1",
+        "before_apply=crash@40",
+        "after_apply=crash@40",
+    ],
 )
 async def test_crash_at_storage_points_loses_nothing(tmp_path: Path, failpoint: str) -> None:
     with ProcessCluster(3, tmp_path, snapshot_count=300, snapshot_catchup_entries=50) as pc:
