@@ -47,6 +47,9 @@ CLIENT: Final = "client"
 CLIENT_SHARE: Final = 0.5
 """With client processes registered and no explicit variant, how often ``pause`` picks
 ``client`` (a 1-in-5 draw would leave a third of 30-s runs without a single client pause)."""
+HOLDER_WAIT: Final = 2.0
+"""How long a ``client`` pause waits for some client to hold the lock before it pauses a
+random client instead (right after a member fault, every client may be between sessions)."""
 
 
 async def _targets(c: Control, rng: random.Random, mode: str) -> list[str]:
@@ -101,7 +104,8 @@ class Pause:
     Mode ``client`` stops a *client process* (:class:`~jepsen_like.control.ClientProcs`, e.g.
     the lock workers): the lock holder if there is one, else a random client, for the
     clients' lease TTL + 1..3 s (``min_duration_s``: the schedule keeps the fault at least
-    that long), so that a holder outlives its lease.  Without an explicit variant it is drawn
+    that long), so that a holder outlives its lease; when nobody holds the lock it waits up
+    to :data:`HOLDER_WAIT` for a holder.  Without an explicit variant it is drawn
     (half of the time) only when client processes are registered: other workloads see the
     member modes exactly as before."""
 
@@ -119,13 +123,16 @@ class Pause:
         else:
             mode = rng.choice(self.modes)
         if mode == CLIENT:
-            return self._pause_client(c, rng)
+            return await self._pause_client(c, rng)
         self.paused = await _targets(c, rng, mode)
         for n in self.paused:
             c.pause(n)
         return {"mode": mode, "nodes": self.paused}
 
-    def _pause_client(self, c: Control, rng: random.Random) -> Info:
+    async def _pause_client(self, c: Control, rng: random.Random) -> Info:
+        deadline = asyncio.get_running_loop().time() + HOLDER_WAIT
+        while c.clients.holder is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
         cands = sorted(n for n in c.clients.pids if n not in c.clients.paused)
         if not cands:
             return {"mode": CLIENT, "skipped": "no client process"}

@@ -8,11 +8,18 @@ that it still holds the lock.
 
 A holder that stalls past its TTL loses its lease; another client takes the lock and
 increments; when the stalled one resumes, an unfenced write lands on a stale ``n`` and an
-increment is lost (Kleppmann's fencing argument), while the fenced write is refused.  Here the
-``pause`` nemesis stops *members*; the clients are tasks of the runner, which no nemesis can
-stop, so ``lock-unfenced`` is not yet shown to fail by this harness (a stalled *client
-process* is: ``tests/recipes/test_process.py::test_paused_lock_holder_cannot_write_with_a_
-stale_token`` SIGSTOPs a real holder and fails when the fence is removed).
+increment is lost (Kleppmann's fencing argument), while the fenced write is refused.
+
+To let a nemesis stall a holder, each client is its own OS process
+(:mod:`jepsen_like.workloads.lock_worker`): :meth:`LockWorkload.client` spawns it, feeds its
+JSON lines into the history (:func:`feed`: events keep the worker's own monotonic times,
+indices follow arrival) and tracks the holder from its "holding" / "released" markers in
+``control.clients``.  The ``pause`` nemesis's ``client`` mode SIGSTOPs the holder for TTL +
+1..3 s.  At the end of the run the worker's stdin is closed (it finishes its operation and
+exits), then SIGTERM, then SIGKILL; ``Control.stop`` kills any worker left, so none outlives
+the run.  Measured: ``lock-unfenced`` under ``pause`` is INVALID (lost increments, duplicate
+steps), ``lock`` stays VALID with the paused holders' writes refused (``fail``); see
+docs/testing.md.
 
 Checked (``lock``): acknowledged increments have distinct values ``n`` (two holders never
 wrote the same step), the fencing tokens never go back along the steps, and the final

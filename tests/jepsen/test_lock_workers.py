@@ -167,9 +167,23 @@ async def test_client_mode_pauses_the_holder_past_its_ttl(sleepers: list[Any]) -
     assert _running(sleepers[1].pid) and not c.clients.paused
 
 
+async def test_client_mode_waits_briefly_for_a_holder(sleepers: list[Any]) -> None:
+    c: Any = _FakeControl()
+    for i, p in enumerate(sleepers):
+        c.clients.register(f"worker-{i}", p.pid)
+    pausing = asyncio.create_task(nem.Pause(("client",)).start(c, random.Random(0)))
+    await asyncio.sleep(0.1)
+    assert not pausing.done()
+    c.clients.holding("worker-1", True)
+    info = await pausing
+    assert info["holder"] == "worker-1" and _stopped(sleepers[1].pid)
+    c.clients.resume_all()
+
+
 async def test_client_mode_without_holder_pauses_some_client_and_heal_resumes(
-    sleepers: list[Any],
+    sleepers: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(nem, "HOLDER_WAIT", 0.1)
     c: Any = _FakeControl()
     for i, p in enumerate(sleepers):
         c.clients.register(f"worker-{i}", p.pid)
@@ -185,7 +199,10 @@ async def test_client_mode_without_holder_pauses_some_client_and_heal_resumes(
         assert p.wait(timeout=5) == -9
 
 
-async def test_default_pause_picks_clients_only_when_registered(sleepers: list[Any]) -> None:
+async def test_default_pause_picks_clients_only_when_registered(
+    sleepers: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nem, "HOLDER_WAIT", 0.0)
     plain: Any = _FakeControl()
     modes = [(await nem.Pause().start(plain, random.Random(s)))["mode"] for s in range(40)]
     assert set(modes) <= set(nem.TARGETS), "no client mode for workloads without clients"
