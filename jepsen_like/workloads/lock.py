@@ -129,6 +129,8 @@ class LockWorkload:
             "--attempt-timeout",
             str(ctx.attempt_timeout),
         ]
+        if ctx.recorder.interval:  # --rate: each worker paces its share of the total
+            cmd += ["--rate", str(1.0 / ctx.recorder.interval / ctx.clients)]
         with (ctx.out / f"lock-{name}.log").open("wb") as log:
             p = await asyncio.create_subprocess_exec(
                 *cmd,

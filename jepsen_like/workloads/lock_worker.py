@@ -4,14 +4,15 @@ The runner spawns one per client (``LockWorkload.client``) so that the ``pause``
 SIGSTOP a lock *holder*, which a task inside the runner can never be::
 
     python -m jepsen_like.workloads.lock_worker --endpoints A,B,C --process P --clients N \\
-        --fenced|--unfenced --t0-ns T0
+        --fenced|--unfenced --t0-ns T0 [--rate R]
 
 It runs the workload's loop (a session of TTL 2 s, the mutex, :func:`~jepsen_like.workloads.
 lock.incr`) and writes one JSON line per history event to stdout, flushed at once, timed as
 ``time.monotonic_ns() - T0``: CLOCK_MONOTONIC is system-wide on Linux, so the times compare
 with the runner's ``Recorder.t0``.  ``{"marker": "holding"}`` / ``{"marker": "released"}``
 lines say when it holds the lock (the nemesis pauses the holder).  After an ``info`` it takes
-process number ``P + N`` (Jepsen's numbering).
+process number ``P + N`` (Jepsen's numbering).  With the runner's ``--rate``, each worker
+paces its share (``rate / clients``).
 
 Its stdin is its lifeline: at EOF (the runner closed it, or died) it finishes the operation
 in flight, revokes its session and exits.  Diagnostics go to stderr.
@@ -54,8 +55,8 @@ class LineRecorder(Recorder):
     semantics (ok / fail / info) as the runner's, times relative to the runner's ``t0``.  The
     runner assigns the history indices."""
 
-    def __init__(self, t0: int) -> None:
-        super().__init__()
+    def __init__(self, t0: int, rate: float | None = None) -> None:
+        super().__init__(rate=rate)
         self.t0 = t0
 
     def add(
@@ -94,11 +95,12 @@ async def work(
     t0_ns: int,
     command_timeout: float,
     attempt_timeout: float,
+    rate: float | None = None,
 ) -> None:
     """The client loop until stdin closes: a session, then increments under its mutex."""
     stop = asyncio.Event()
     watcher = asyncio.create_task(_until_eof(stop))
-    rec = LineRecorder(t0_ns)
+    rec = LineRecorder(t0_ns, rate)
     proc = process
     client = raftkv.Client(
         endpoints,
@@ -134,6 +136,7 @@ async def work(
 @click.option("--t0-ns", type=int, required=True, help="The runner's Recorder.t0.")
 @click.option("--command-timeout", type=float, default=8.0)
 @click.option("--attempt-timeout", type=float, default=1.0)
+@click.option("--rate", type=float, default=None, help="This worker's operations per second.")
 def main(
     endpoints: str,
     process: int,
@@ -142,6 +145,7 @@ def main(
     t0_ns: int,
     command_timeout: float,
     attempt_timeout: float,
+    rate: float | None,
 ) -> None:
     """One lock-workload client; history events as JSON lines on stdout."""
     with contextlib.suppress(KeyboardInterrupt):
@@ -154,6 +158,7 @@ def main(
                 t0_ns,
                 command_timeout,
                 attempt_timeout,
+                rate,
             )
         )
 
