@@ -15,14 +15,19 @@ process number ``P + N`` (Jepsen's numbering).  With the runner's ``--rate``, ea
 paces its share (``rate / clients``).
 
 Its stdin is its lifeline: at EOF (the runner closed it, or died) it finishes the operation
-in flight, revokes its session and exits.  Diagnostics go to stderr.
+in flight, revokes its session and exits.  On Linux it also asks for SIGKILL when its parent
+dies (``PR_SET_PDEATHSIG``), which reaches it even while it is SIGSTOPped.  Diagnostics go to
+stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
+import os
+import signal
 import sys
 from functools import partial
 from typing import Any
@@ -38,6 +43,20 @@ from raftkv.recipes import Mutex, Session
 COUNTER: str = "jl/counter"
 HOLDING: dict[str, str] = {"marker": "holding"}
 RELEASED: dict[str, str] = {"marker": "released"}
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (a stopped worker cannot read EOF)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -148,6 +167,7 @@ def main(
     rate: float | None,
 ) -> None:
     """One lock-workload client; history events as JSON lines on stdout."""
+    die_with_parent()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             work(

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -327,3 +329,44 @@ def test_fenced_lock_refuses_the_paused_holders_write(tmp_path: Path) -> None:
     assert refused, "a paused holder's write was refused by the fence"
     assert check_lock(doc["_history"])["acknowledged"] > 50
     _no_worker_left(out)
+
+
+_PARENT = """
+import subprocess, sys, time
+w = subprocess.Popen(
+    [sys.executable, "-m", "jepsen_like.workloads.lock_worker", "--endpoints", "127.0.0.1:9",
+     "--process", "0", "--clients", "1", "--t0-ns", "0", "--command-timeout", "0.3"],
+    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=sys.stdout,
+)
+print(w.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_stopped_worker_dies_with_its_runner() -> None:
+    """A SIGSTOPped worker cannot see its stdin close; when the runner dies it is killed all
+    the same (parent-death signal), so no worker outlives a crashed run."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        # its first error line: the worker is past start-up and in its loop
+        assert parent.stdout.readline().startswith("p0: "), "the worker runs its loop"
+        os.kill(pid, signal.SIGSTOP)
+        assert _stopped(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and not _zombie(pid):
+        assert time.monotonic() < deadline, "the stopped worker outlived its parent"
+        time.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
