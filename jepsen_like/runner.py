@@ -139,7 +139,7 @@ async def _drive(
     """Start, load, fault, heal, recover, final reads."""
     rec = ctx.recorder
     control.start()
-    await control.wait_healthy(30.0)
+    await control.wait_healthy(60.0)  # generous: CI shares two cores
     await workload.setup(ctx)
     clients = [
         asyncio.create_task(_client(workload, ctx, p), name=f"client-{p}")
