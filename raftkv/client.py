@@ -29,6 +29,10 @@ Design (the protocol is :mod:`raftkv.protocol`):
 * **Keep-alive**: a connection that has received nothing for ``keepalive_interval`` seconds
   is probed with a cheap STATUS; no answer within ``keepalive_timeout`` closes it (its
   pending calls fail over) and counts as a failure of that endpoint.
+* **Endpoint sync** (etcd's ``Client.Sync`` / ``AutoSyncInterval``): :meth:`Client.sync_endpoints`
+  replaces the endpoints with the client addresses the current voting members published;
+  with ``auto_sync_interval`` it runs in the background, so a long-lived client follows
+  membership changes even after every member it was given has been replaced.
 
 Only errors of :mod:`raftkv.errors` leave this module.
 """
@@ -583,7 +587,9 @@ class Client:
     connection failures or timeouts open an endpoint's circuit breaker for
     ``breaker_cooldown`` seconds (``clock`` drives the breakers, for tests); a connection
     quiet for ``keepalive_interval`` seconds is probed and closed if the probe gets no answer
-    within ``keepalive_timeout`` (``keepalive_interval=None`` turns probing off).
+    within ``keepalive_timeout`` (``keepalive_interval=None`` turns probing off);
+    ``auto_sync_interval`` seconds between background :meth:`sync_endpoints` calls (None: off,
+    as in etcd).
     """
 
     def __init__(
@@ -605,6 +611,7 @@ class Client:
         breaker_cooldown: float = 5.0,
         keepalive_interval: float | None = 10.0,
         keepalive_timeout: float = 3.0,
+        auto_sync_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(endpoints, str):
@@ -621,6 +628,8 @@ class Client:
             raise InvalidArgument("write_window must be at least 1")
         if keepalive_interval is not None and (keepalive_interval <= 0 or keepalive_timeout <= 0):
             raise InvalidArgument("keepalive_interval and keepalive_timeout must be positive")
+        if auto_sync_interval is not None and auto_sync_interval <= 0:
+            raise InvalidArgument("auto_sync_interval must be positive")
         CircuitBreaker(breaker_threshold, breaker_cooldown)  # validate the knobs early
         self.endpoints: tuple[str, ...] = tuple(dict.fromkeys(eps))
         self.dial_timeout = dial_timeout
@@ -643,6 +652,8 @@ class Client:
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
         self._keepalive_task: asyncio.Task[None] | None = None
+        self.auto_sync_interval = auto_sync_interval
+        self._sync_task: asyncio.Task[None] | None = None
         self._pin = 0
         self._rr = 0
         self._leader_addr: str | None = None
@@ -670,11 +681,12 @@ class Client:
     async def close(self) -> None:
         """Close every connection; open streams end, pending calls fail with ConnectionLost."""
         self._closed = True
-        if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._keepalive_task
-            self._keepalive_task = None
+        for task in (self._keepalive_task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._keepalive_task = self._sync_task = None
         for t in list(self._dials.values()):
             t.cancel()
         for t in list(self._dials.values()):
@@ -935,6 +947,28 @@ class Client:
         d = _as_dict(await self._request(Method.MEMBER_LIST, {}, _READ, timeout=timeout))
         return _members(d.get("members"))
 
+    async def sync_endpoints(self, *, timeout: float | None = None) -> tuple[str, ...]:
+        """Replace the endpoints with the client addresses of the current voting members
+        (etcd's ``Client.Sync``); returns them.  Members that have not published a client
+        address yet are left out; an empty answer changes nothing.  The endpoint in use stays
+        in use if it is still a member."""
+        members = await self.member_list(timeout=timeout)
+        eps = [m.client_addr for m in members if m.client_addr and not m.is_learner]
+        if eps:
+            self._set_endpoints(eps)
+        return self.endpoints
+
+    def _set_endpoints(self, eps: Sequence[str]) -> None:
+        current = self.endpoints[self._pin % len(self.endpoints)]
+        new = tuple(dict.fromkeys(eps))
+        if new == self.endpoints:
+            return
+        self.endpoints = new
+        self._pin = new.index(current) if current in new else 0
+        self._rr %= len(new)
+        if self._leader_addr is not None and self._leader_addr not in new:
+            self._leader_addr = None
+
     async def member_add(
         self,
         name: str,
@@ -1125,6 +1159,18 @@ class Client:
             self._keepalive_task = asyncio.create_task(
                 self._keepalive_loop(self.keepalive_interval), name="raftkv-client-keepalive"
             )
+        if self.auto_sync_interval is not None and self._sync_task is None:
+            self._sync_task = asyncio.create_task(
+                self._sync_loop(self.auto_sync_interval), name="raftkv-client-sync"
+            )
+
+    async def _sync_loop(self, interval: float) -> None:
+        """:meth:`sync_endpoints` every ``interval`` seconds; a failed sync keeps the
+        endpoints it had (the next one tries again)."""
+        while not self._closed:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(RaftKVError):
+                await self.sync_endpoints(timeout=max(interval, self.dial_timeout))
 
     async def _keepalive_loop(self, interval: float) -> None:
         """Probe every connection that has been quiet for ``interval`` seconds."""

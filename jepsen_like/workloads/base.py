@@ -167,13 +167,18 @@ class RunContext:
     attempt_timeout: float = 1.0
     """One attempt at one member before the client fails over."""
 
-    def client(self, endpoints: list[str], timeout: float | None = None) -> raftkv.Client:
-        """A client for this run (its own client id: exactly-once per process)."""
+    def client(
+        self, endpoints: list[str], timeout: float | None = None, *, sync: bool = True
+    ) -> raftkv.Client:
+        """A client for this run (its own client id: exactly-once per process).  With
+        ``sync`` it follows membership changes (``auto_sync_interval``): the ``member``
+        nemesis replaces members for good, and in a long run every member it started with."""
         return raftkv.Client(
             endpoints,
             command_timeout=timeout or self.command_timeout,
             attempt_timeout=self.attempt_timeout,
             dial_timeout=1.0,
+            auto_sync_interval=1.0 if sync else None,
         )
 
     def home(self, process: int) -> str:

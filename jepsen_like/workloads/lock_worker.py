@@ -126,6 +126,7 @@ async def work(
         command_timeout=command_timeout,
         attempt_timeout=attempt_timeout,
         dial_timeout=1.0,
+        auto_sync_interval=1.0,  # follow membership changes, as the runner's clients do
     )
     try:
         async with client as c:

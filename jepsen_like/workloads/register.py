@@ -87,26 +87,34 @@ class Register:
         rng = ctx.rng
         rec = ctx.recorder
         proc = process
-        async with (
-            ctx.client(ctx.endpoints_for(process)) as c,
-            ctx.client([ctx.home(process)], timeout=3.0) as reader,
-        ):
-            while not ctx.stop.is_set():
-                key = self.next_key(rng)
-                kb = key.encode()
-                roll = rng.random()
-                if roll < 0.5:
-                    ev = await rec.run(
-                        proc, "read", key, None, partial(_read, reader, kb), read_only=True
-                    )
-                elif roll < 0.75:
-                    v = rng.randrange(self.values)
-                    ev = await rec.run(proc, "write", key, v, partial(_write, c, kb, v))
-                else:
-                    exp, new = rng.randrange(self.values), rng.randrange(self.values)
-                    ev = await rec.run(proc, "cas", key, [exp, new], partial(_cas, c, kb, exp, new))
-                if ev["type"] == "info":
-                    proc += ctx.clients  # the old operation may still be in flight
+        home = ctx.home(process)
+        reader = ctx.client([home], timeout=3.0, sync=False)
+        try:
+            async with ctx.client(ctx.endpoints_for(process)) as c:
+                while not ctx.stop.is_set():
+                    if ctx.home(process) != home:  # the member nemesis replaced our home member
+                        await reader.close()
+                        home = ctx.home(process)
+                        reader = ctx.client([home], timeout=3.0, sync=False)
+                    key = self.next_key(rng)
+                    kb = key.encode()
+                    roll = rng.random()
+                    if roll < 0.5:
+                        ev = await rec.run(
+                            proc, "read", key, None, partial(_read, reader, kb), read_only=True
+                        )
+                    elif roll < 0.75:
+                        v = rng.randrange(self.values)
+                        ev = await rec.run(proc, "write", key, v, partial(_write, c, kb, v))
+                    else:
+                        exp, new = rng.randrange(self.values), rng.randrange(self.values)
+                        ev = await rec.run(
+                            proc, "cas", key, [exp, new], partial(_cas, c, kb, exp, new)
+                        )
+                    if ev["type"] == "info":
+                        proc += ctx.clients  # the old operation may still be in flight
+        finally:
+            await reader.close()
 
     async def final(self, ctx: RunContext) -> None:
         return None

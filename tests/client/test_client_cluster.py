@@ -11,7 +11,7 @@ import pytest
 from raftkv import Client, SyncClient
 from raftkv.api import Compare, CompareResult, CompareTarget
 from raftkv.client import op_get, op_put
-from raftkv.errors import Compacted, LeaseNotFound, WatchCancelled
+from raftkv.errors import Compacted, LeaseNotFound, RaftKVError, WatchCancelled
 from raftkv.testing import LocalCluster
 
 
@@ -144,3 +144,53 @@ def test_sync_client(tmp_path: Path) -> None:
         loop.call_soon_threadsafe(loop.stop)
         t.join(5)
         loop.close()
+
+
+async def _synced(c: Client, n: int) -> tuple[str, ...]:
+    """Sync until ``n`` endpoints are known: members publish their client address through
+    the log just after they start, so the first answers may list fewer."""
+
+    async def go() -> tuple[str, ...]:
+        while len(eps := await c.sync_endpoints()) < n:
+            await asyncio.sleep(0.02)
+        return eps
+
+    return await asyncio.wait_for(go(), 10.0)
+
+
+async def test_sync_endpoints_learns_every_voting_member(cluster: LocalCluster) -> None:
+    first = cluster.members["n1"].client_addr
+    async with Client([first], command_timeout=10.0) as c:
+        assert c.endpoints == (first,)
+        eps = await _synced(c, 3)
+        assert set(eps) == set(cluster.endpoints) and len(eps) == 3
+        m4 = await cluster.add_member("n4", learner=True)
+        await c.put("k", "v")
+        # a learner serves no linearizable calls: it is not an endpoint
+        assert m4.client_addr not in await c.sync_endpoints()
+
+
+async def test_auto_sync_keeps_a_client_alive_after_its_only_endpoint_leaves(
+    cluster: LocalCluster,
+) -> None:
+    first = cluster.members["n1"].client_addr
+    async with (
+        Client([first], command_timeout=10.0, auto_sync_interval=0.05) as synced,
+        Client([first], command_timeout=2.0, attempt_timeout=0.5) as fixed,
+    ):
+        await synced.put("a", "1")  # the first connection starts the sync task
+        await fixed.put("a", "1")
+
+        async def learnt() -> None:
+            while len(synced.endpoints) < 3:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(learnt(), 10.0)
+        await cluster.stop_member("n1")
+        # serializable reads are served by the client's endpoints, never by a redirect
+        assert (await synced.get("a", serializable=True)).kvs[0].value == b"1"
+        await synced.put("b", "2")
+        assert (await synced.get("b")).kvs[0].value == b"2"
+        # the control: a client that only knows n1 has nowhere to go
+        with pytest.raises(RaftKVError):
+            await fixed.get("a", serializable=True)
