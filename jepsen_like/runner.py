@@ -20,6 +20,7 @@ import contextlib
 import json
 import random
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,11 +114,13 @@ async def _run(opts: RunOptions) -> RunResult:
     ctx = RunContext(control, rec, random.Random(rng.random()), out, opts.clients)
     nemesis_rng = random.Random(rng.random())
     notes: dict[str, Any] = {}
+    interrupted = _on_signals(notes)
     try:
-        await _drive(opts, control, workload, ctx, nemeses, nemesis_rng, notes)
+        await _drive(opts, control, workload, ctx, nemeses, nemesis_rng, notes, interrupted)
     except Exception as e:  # a harness or cluster failure: keep everything, report it
         notes["run_error"] = f"{type(e).__name__}: {e}"
     finally:
+        _restore_signals()
         control.stop()
         control.copy_logs(out)
         writer.close()
@@ -125,6 +128,33 @@ async def _run(opts: RunOptions) -> RunResult:
         write_jsonl(out / f"{name}.jsonl", rows)
     (out / "notes.json").write_text(json.dumps(notes, indent=2, default=str))
     return check_dir(out)
+
+
+_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+def _on_signals(notes: dict[str, Any]) -> asyncio.Event:
+    """The first SIGINT / SIGTERM ends the run early: faults are healed and what was
+    recorded is checked as usual (``notes["interrupted"]``); a second one exits at once,
+    stopping every process the run started."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def handler(sig: signal.Signals) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + sig)  # propagates out of the loop; finally blocks run
+        notes["interrupted"] = sig.name
+        stop.set()
+
+    for sig in _SIGNALS:
+        loop.add_signal_handler(sig, handler, sig)
+    return stop
+
+
+def _restore_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for sig in _SIGNALS:
+        loop.remove_signal_handler(sig)
 
 
 async def _drive(
@@ -135,6 +165,7 @@ async def _drive(
     nemeses: list[nem.Nemesis],
     nemesis_rng: random.Random,
     notes: dict[str, Any],
+    interrupted: asyncio.Event,
 ) -> None:
     """Start, load, fault, heal, recover, final reads."""
     rec = ctx.recorder
@@ -146,7 +177,8 @@ async def _drive(
         for p in range(opts.clients)
     ]
     sched = asyncio.create_task(nem.schedule(nemeses, control, rec, nemesis_rng, ctx.stop))
-    await asyncio.sleep(opts.time)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(interrupted.wait(), opts.time)
     ctx.stop.set()
     await sched
     await nem.heal_all(nemeses, control, rec)
@@ -248,6 +280,7 @@ def check_dir(out: Path) -> RunResult:
         f"{word}: workload={opts['workload']} nemesis={opts['nemesis']} seed={opts['seed']} "
         f"ops={counts.get('ok', 0)} ok/{counts.get('fail', 0)} fail/{counts.get('info', 0)} info"
         + (f" failed-checks={','.join(bad)}" if bad else "")
+        + (f" interrupted-by={notes['interrupted']}" if "interrupted" in notes else "")
         + f" -> {out}"
     )
     return RunResult(valid, results, summary, out)

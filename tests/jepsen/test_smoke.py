@@ -8,8 +8,10 @@ minutes in all on two cores.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +157,37 @@ def test_membership_disk_and_crash_point_nemeses(tmp_path: Path) -> None:
     added = [v["added"] for v in done if v.get("added")]
     if added:
         assert (out / f"{added[0]}.log").exists(), "the new member ran and its log was kept"
+
+
+def test_sigint_ends_the_run_early_and_still_checks_it(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) on a long run: faults healed, history checked, one summary line, and
+    no member process left behind."""
+    out = tmp_path / "int"
+    cmd = [
+        sys.executable, "-m", "jepsen_like", "run", "--out", str(out), "--workload", "register",
+        "--nemesis", "kill", "--time", "600", "--seed", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        hist = out / "history.jsonl"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # wait for real work, not for a fixed time
+            if hist.exists() and hist.read_text().count('"type":"ok"') >= 200:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = stdout.decode()
+    assert proc.returncode == 0, text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("VALID") and "interrupted-by=SIGINT" in last, last
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["notes"]["interrupted"] == "SIGINT" and doc["ops"]["ok"] >= 200
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(out / "data")], capture_output=True, text=True
+    ).stdout.split()
+    assert not leftover, f"member processes left: {leftover}"
