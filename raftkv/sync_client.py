@@ -121,6 +121,7 @@ class SyncClient:
     health = _blocking(Client.health)
     hash_kv = _blocking(Client.hash_kv)
     member_list = _blocking(Client.member_list)
+    sync_endpoints = _blocking(Client.sync_endpoints)
     member_add = _blocking(Client.member_add)
     member_remove = _blocking(Client.member_remove)
     member_promote = _blocking(Client.member_promote)

@@ -194,3 +194,16 @@ async def test_auto_sync_keeps_a_client_alive_after_its_only_endpoint_leaves(
         # the control: a client that only knows n1 has nowhere to go
         with pytest.raises(RaftKVError):
             await fixed.get("a", serializable=True)
+
+
+async def test_sync_client_syncs_endpoints(cluster: LocalCluster) -> None:
+    first = cluster.members["n1"].client_addr
+
+    def blocking() -> tuple[str, ...]:
+        with SyncClient([first], command_timeout=10.0) as c:
+            for _ in range(500):  # members publish their address just after they start
+                if len(eps := c.sync_endpoints()) == 3:
+                    return eps
+            return c.endpoints
+
+    assert set(await asyncio.to_thread(blocking)) == set(cluster.endpoints)
