@@ -1,7 +1,10 @@
 """List-append workload, checked by Elle (Jepsen etcd's ``append`` test).
 
-Each transaction is 1-4 micro-ops ``["append", k, v]`` / ``["r", k, None]`` over a few keys
-``a/<k>``; appended values are unique per key.  A list is stored as space-separated ints.
+Each transaction is 1-4 micro-ops ``["append", k, v]`` / ``["r", k, None]`` over a few live
+keys ``a/<n>``; appended values are unique per key.  A key that has taken
+``max_writes_per_key`` appends is retired for a fresh one (Jepsen's ``max-writes-per-key``):
+lists stay short, so reads, the history and Elle's work grow linearly with the run, not
+quadratically.  A list is stored as space-separated ints.
 Execution, as Jepsen's etcd client does it:
 
 1. one read-only txn ranges every key the transaction touches (one revision, atomic), giving
@@ -33,6 +36,9 @@ from raftkv.client import op_get, op_put
 
 KEYS = 6
 MAX_OPS = 4
+MAX_WRITES_PER_KEY = 256
+FINAL_READ_BATCH = 64
+"""Keys per final read transaction."""
 
 MicroOp = list[Any]
 
@@ -73,19 +79,29 @@ async def run_txn(c: raftkv.Client, mops: list[MicroOp]) -> Observed:
 class Append:
     name = "append"
 
-    def __init__(self) -> None:
+    def __init__(self, keys: int = KEYS, max_writes_per_key: int = MAX_WRITES_PER_KEY) -> None:
+        self.max_writes = max_writes_per_key
         self.next_value: dict[str, int] = {}
+        """Every key used so far -> its last appended value."""
+        self.live = list(range(keys))
+        """The key number in each slot; a retired key's slot gets the next fresh number."""
+        self._fresh = keys
 
     def gen(self, rng: random.Random) -> list[MicroOp]:
         mops: list[MicroOp] = []
         for _ in range(rng.randint(1, MAX_OPS)):
-            k = f"a/{rng.randrange(KEYS)}"
+            slot = rng.randrange(len(self.live))
+            k = f"a/{self.live[slot]}"
             if rng.random() < 0.5:
                 mops.append(["r", k, None])
             else:
                 v = self.next_value.get(k, 0) + 1
                 self.next_value[k] = v
                 mops.append(["append", k, v])
+                if v >= self.max_writes:  # retire the key: later txns use a fresh one
+                    self.live[slot] = self._fresh
+                    self._fresh += 1
+            self.next_value.setdefault(k, 0)
         return mops
 
     async def setup(self, ctx: RunContext) -> None:
@@ -101,12 +117,20 @@ class Append:
                     proc += ctx.clients
 
     async def final(self, ctx: RunContext) -> None:
-        """One read of every key after healing, so every surviving append is observed."""
-        mops: list[MicroOp] = [["r", f"a/{k}", None] for k in range(KEYS)]
+        """A read of every key ever used, after healing, so every surviving append is
+        observed (read-only txns of up to FINAL_READ_BATCH keys)."""
+        keys = sorted(self.next_value, key=lambda k: int(k.split("/")[1]))
         async with ctx.client(ctx.control.endpoints(), timeout=10.0) as c:
-            await ctx.recorder.run(
-                ctx.clients * 1000, "txn", None, mops, partial(run_txn, c, mops), read_only=True
-            )
+            for i in range(0, len(keys), FINAL_READ_BATCH):
+                mops: list[MicroOp] = [["r", k, None] for k in keys[i : i + FINAL_READ_BATCH]]
+                await ctx.recorder.run(
+                    ctx.clients * 1000,
+                    "txn",
+                    None,
+                    mops,
+                    partial(run_txn, c, mops),
+                    read_only=True,
+                )
 
     def check(self, history: list[Event], aux: dict[str, list[Any]]) -> dict[str, Any]:
         try:
