@@ -42,6 +42,7 @@ from raftkv.errors import (
     NotLeader,
     ProposalDropped,
     RaftError,
+    RaftKVError,
     StorageError,
     Timeout,
 )
@@ -849,7 +850,7 @@ class Node:
                 cp = lessor.checkpoint(now)
                 if cp is not None:
                     await self.propose(cp)
-            except RaftError as e:
+            except RaftKVError as e:  # not leader any more, or the entry did not commit in time
                 log.debug("lease duty skipped: %s", e)
             except Exception:
                 log.exception("lease loop error")

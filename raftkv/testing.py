@@ -36,16 +36,26 @@ from raftkv.server import Server
 _PORT_RNG = random.Random()
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports this process has handed out: a port chosen for one member but not bound yet is
+still free, and must not be handed to a second member (a CI run once gave one port to n2's
+peer listener and n3's client listener; n2 could not start)."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free now, chosen below Linux's ephemeral range (32768-60999), so that
-    outgoing connections of other processes cannot take it between now and our bind."""
+    """A port that is free now and never handed out before by this process, chosen below
+    Linux's ephemeral range (32768-60999), so that outgoing connections of other processes
+    cannot take it between now and our bind."""
     for _ in range(200):
         port = _PORT_RNG.randrange(20_000, 32_000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # fall back to the OS
         s.bind((host, 0))
