@@ -909,6 +909,23 @@ class Node:
         m = self.members.get(node_id)
         return m.client_addr if m is not None else ""
 
+    def election_timeout(self) -> float:
+        """Seconds of the (base) election timeout."""
+        return self.cfg.election_tick * self.cfg.tick_interval
+
+    async def wait_lease_primary(self, timeout: float) -> bool:
+        """Wait, while this member is leader, until its lessor has taken over the leases
+        (the lease loop promotes it once the leader's own term's entry is applied); False if
+        that did not happen within ``timeout`` seconds or leadership was lost."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        step = max(self.cfg.lease_interval / 2, 0.005)
+        while self.is_leader and not self.fsm.lessor.is_primary:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(step)
+        return self.is_leader
+
     def not_leader(self) -> NotLeader:
         lead = self.leader_id
         if lead == NONE:

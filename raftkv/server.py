@@ -312,8 +312,16 @@ class Server:
             raise result.error
         return codec.to_plain(self._with_header(result.response))
 
-    def _lease_authority(self) -> None:
-        """Lease clocks live on the leader only: keep-alive and TTL are served there."""
+    async def _lease_authority(self) -> None:
+        """Lease clocks live on the leader only: keep-alive and TTL are served there.  A new
+        leader takes over the leases a moment after its election (once its own term's entry
+        is applied): a call arriving in between waits for that, briefly, rather than being
+        refused (refusals trip the client's circuit breaker on the one member that can
+        answer, and a short lease could expire while the client backs off)."""
+        if not self.node.is_leader:
+            raise self.node.not_leader()
+        if not self.node.fsm.lessor.is_primary:
+            await self.node.wait_lease_primary(self.node.election_timeout())
         if not self.node.is_leader or not self.node.fsm.lessor.is_primary:
             raise (
                 self.node.not_leader()
@@ -323,14 +331,14 @@ class Server:
 
     async def _lease_ttl(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(LeaseTimeToLiveRequest, payload)
-        self._lease_authority()
+        await self._lease_authority()
         await self.node.read_barrier()
         resp = self.node.fsm.time_to_live(req, self.node.lease_now())
         return codec.to_plain(self._with_header(resp))
 
     async def _lease_keep_alive(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(LeaseKeepAliveRequest, payload)
-        self._lease_authority()
+        await self._lease_authority()
         resp, reset = self.node.fsm.keep_alive(req, self.node.lease_now())
         if reset is not None:
             # The budget in the log is below the TTL: record the renewal before answering, so

@@ -207,3 +207,30 @@ async def test_sync_client_syncs_endpoints(cluster: LocalCluster) -> None:
             return c.endpoints
 
     assert set(await asyncio.to_thread(blocking)) == set(cluster.endpoints)
+
+
+async def test_lease_calls_wait_for_a_new_leader_to_take_over_the_leases(
+    cluster: LocalCluster,
+) -> None:
+    """Right after an election the leader serves leases only once its lessor is promoted; a
+    TTL or keep-alive arriving in between waits instead of being refused.  Refusals counted
+    against the leader's circuit breaker: under load a client once backed off for the 5 s
+    cooldown and its TTL-5 lease expired meanwhile (seen in CI)."""
+    lead = cluster.leader()
+    assert lead is not None and lead.node is not None
+    async with Client([lead.client_addr], command_timeout=10.0) as c:
+        g = await c.lease_grant(5)
+        failed: list[str] = []
+        real_failed = c._failed
+
+        def spy(addr: str) -> None:
+            failed.append(addr)
+            real_failed(addr)
+
+        c._failed = spy  # type: ignore[method-assign]
+        lead.node.fsm.lessor.demote()  # the state of a leader just elected
+        ttl = await c.lease_time_to_live(g.id)
+        assert ttl.granted_ttl == 5 and 0 < ttl.ttl <= 5
+        lead.node.fsm.lessor.demote()
+        assert (await c.lease_keep_alive_once(g.id)).ttl == 5
+        assert failed == [], "a lease call was refused by the leader"
