@@ -820,7 +820,7 @@ class Node:
         lessor = self.fsm.lessor
         # Grace a new leader gives every lease so its holder can find it and renew; charged
         # to the lease at each election (see Lessor.promote).
-        extend = self.cfg.election_tick * self.cfg.tick_interval / 2
+        extend = self.election_timeout() / 2
         while not self._stopping:
             await asyncio.sleep(self.cfg.lease_interval)
             lessor = self.fsm.lessor  # a snapshot restore replaces it
