@@ -289,6 +289,10 @@ class Node:
         self._snapshotting = False
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_child: int | None = None
+        self._join_peers: dict[int, str] = {}
+        """A joining member's peers as given at start (the membership as of its addition):
+        kept in the transport until the applied membership includes this member, because a
+        snapshot older than the addition (even the bootstrap one) can predate its leader."""
         self.peer_rtt: dict[int, float] = {}
         """Last heartbeat round-trip time to each peer, seconds (leader only)."""
         self._hb_sent: dict[int, float] = {}
@@ -351,6 +355,8 @@ class Node:
                 me = members.get(nid)
                 published = me is not None and me.client_addr == cfg.client_addr
             node = cls(cfg, storage, fsm, members, cid, nid)
+            if cfg.initial_cluster_state != "new" and (snap.is_empty() or nid not in members):
+                node._join_peers = {i: cfg.initial_cluster[n] for i, n in ids.items() if i != nid}
             # Replaying the log sets this again if our attributes entry is after the snapshot.
             node._attrs_applied = published
             node.conf_state = snap.meta.conf_state if not snap.is_empty() else bootstrap
@@ -358,7 +364,7 @@ class Node:
                 nid,
                 cid,
                 cfg.peer_addr,
-                {i: m.peer_addr for i, m in members.items() if i != nid},
+                node._wanted_peers(),
                 node._on_message,
                 node._on_unreachable,
             )
@@ -607,6 +613,8 @@ class Node:
         members = _restore_node_snapshot(self.fsm, data)
         if members:
             self.members = members
+            if self.id in members:
+                self._join_peers = {}
             me = members.get(self.id)
             self._attrs_applied = me is not None and me.client_addr == self.cfg.client_addr
             self._sync_transport_peers()
@@ -669,6 +677,8 @@ class Node:
                 )
                 self.members[nid] = m
             m.is_learner = cc.type == ConfChangeType.ADD_LEARNER
+            if nid == self.id:
+                self._join_peers = {}
         elif cc.type == ConfChangeType.PROMOTE_LEARNER and nid in self.members:
             self.members[nid].is_learner = False
         self._sync_transport_peers()
@@ -686,14 +696,23 @@ class Node:
         if nid == self.id and addr == self.cfg.client_addr:
             self._attrs_applied = True
 
+    def _wanted_peers(self) -> dict[int, str]:
+        """The peers the transport should know: the applied membership, plus, until that
+        includes this member, the peers it was told at join time (see ``_join_peers``)."""
+        wanted = {mid: m.peer_addr for mid, m in self.members.items() if m.peer_addr}
+        for pid, addr in self._join_peers.items():
+            wanted.setdefault(pid, addr)
+        wanted.pop(self.id, None)
+        return wanted
+
     def _sync_transport_peers(self) -> None:
         if self.transport is None:
             return
-        for mid, m in self.members.items():
-            if mid != self.id and m.peer_addr:
-                self.transport.add_peer(mid, m.peer_addr)
+        wanted = self._wanted_peers()
+        for pid, addr in wanted.items():
+            self.transport.add_peer(pid, addr)
         for pid in list(getattr(self.transport, "peer_ids", lambda: [])()):
-            if pid not in self.members:
+            if pid not in wanted:
                 self.transport.remove_peer(pid)
 
     async def _maybe_snapshot(self) -> None:

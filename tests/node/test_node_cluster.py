@@ -102,6 +102,29 @@ async def test_member_added_without_compaction_learns_the_initial_voters(tmp_pat
         assert len(m.node.conf_state.voters) == 4
 
 
+async def test_member_joining_through_a_later_leader_accepts_it(tmp_path: Path) -> None:
+    """A member joining through a leader that itself joined later gets that leader's oldest
+    snapshot: the bootstrap one (index 1, voters n1-n3).  Applying it must not make the new
+    member refuse its leader as "not a member" before the log has told it the current
+    membership: it would never catch up (jepsen_like found it: member nemesis, seed 7)."""
+    async with LocalCluster(3, tmp_path) as cluster:
+        leader = await cluster.wait_leader()
+        assert leader.node is not None
+        for i in range(5):
+            await leader.node.propose(PutRequest(b"j%d" % i, b"v"))
+        n4 = await cluster.add_member("n4", learner=False)
+        await cluster.wait_converged()
+        assert n4.node is not None
+        assert n4.node.storage.snapshot().meta.index == 1  # its only snapshot predates it
+        await leader.node.transfer_leadership(n4.node.id)
+        assert (await cluster.wait_leader()).name == "n4"
+        n5 = await cluster.add_member("n5", learner=False)
+        await cluster.wait_converged(timeout=10)
+        assert n5.node is not None and n5.node.fsm.hash() == n4.node.fsm.hash()
+        assert set(n5.node.conf_state.voters) == set(n4.node.conf_state.voters)
+        assert set(n5.node.members) == set(n4.node.members)
+
+
 @pytest.mark.parametrize("mode,retention", [("revision", 20.0), ("periodic", 0.5)])
 async def test_auto_compaction_keeps_the_configured_history(
     tmp_path: Path, mode: str, retention: float
