@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-from collections.abc import Callable
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar
 
 import raftkv
 from jepsen_like.control import CLUSTER_TOKEN, Control
 from jepsen_like.workloads.base import NEMESIS, Recorder
-from raftkv.errors import RaftKVError
+from raftkv.errors import MemberExists, MemberNotFound, RaftKVError
 from raftkv.protocol import member_id
 from raftkv.storage.failpoints import POINTS
 
@@ -310,6 +310,35 @@ class Clock:
         await self.stop(c)
 
 
+T = TypeVar("T")
+
+MEMBERSHIP_PATIENCE: Final = 30.0
+"""Seconds the member nemesis keeps retrying a membership call: other faults (a crashed or
+damaged member, an election after the leader moved) can leave the cluster without a leader
+for several election timeouts, and giving up would leave it a member short."""
+
+
+async def _retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    done: type[RaftKVError] | None = None,
+    patience: float = MEMBERSHIP_PATIENCE,
+) -> T | None:
+    """``call()`` until it answers or ``patience`` runs out (then its last error is raised);
+    an error of type ``done`` means an earlier attempt took effect: return None."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            return await call()
+        except RaftKVError as e:
+            if done is not None and isinstance(e, done):
+                return None
+            if loop.time() + 0.5 >= deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
 class Member:
     """Membership changes during traffic: remove a follower (stop it, wipe it), later add a
     brand-new member in its place through the client's member API."""
@@ -325,9 +354,11 @@ class Member:
         if lead is None or not cands or len(c.names) < 3:
             return {"skipped": "no leader or no follower to remove"}
         victim = rng.choice(cands)
+        vid = c.member(victim).id
         async with raftkv.Client(c.endpoints(), command_timeout=5.0) as cl:
             try:
-                await cl.member_remove(c.member(victim).id)
+                # a retry after a lost answer finds it gone: that is success
+                await _retry(lambda: cl.member_remove(vid), done=MemberNotFound)
             except RaftKVError as e:
                 return {"remove": victim, "error": f"{type(e).__name__}: {e}"}
         await c.kill(victim)
@@ -346,9 +377,16 @@ class Member:
         m = c.new_member()
         async with raftkv.Client(c.endpoints(), command_timeout=5.0) as cl:
             try:
-                resp = await cl.member_add(m.name, m.peer_addr, m.client_addr, learner=False)
-                peers = {x.name: x.peer_addr for x in resp.members}
-                cid = resp.cluster_id or (await cl.status()).cluster_id
+                # a retry after a lost answer finds it added: that is success
+                await _retry(
+                    lambda: cl.member_add(m.name, m.peer_addr, m.client_addr, learner=False),
+                    done=MemberExists,
+                )
+                members = await _retry(cl.member_list)
+                status = await _retry(cl.status)
+                assert members is not None and status is not None
+                peers = {x.name: x.peer_addr for x in members}
+                cid = status.cluster_id
             except RaftKVError as e:
                 return {"add": m.name, "error": f"{type(e).__name__}: {e}"}
         listed = sorted(peers)
