@@ -1,5 +1,5 @@
-"""``raftkv benchmark put|range|txn|failover|watch|lease-keepalive|restart`` and ``raftkv check
-perf``.
+"""``raftkv benchmark put|range|txn|failover|watch|lease-keepalive|restart|pysyncobj`` and
+``raftkv check perf``.
 
 The commands live here and are attached to the ``benchmark`` group and the root group at the
 end of :mod:`cli.main`.  Reports go to stdout, progress bars to stderr.
@@ -8,6 +8,7 @@ end of :mod:`cli.main`.  Reports go to stdout, progress bars to stderr.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import statistics
 import sys
@@ -52,6 +53,14 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a benchmark coroutine; raftkv errors become one 'Error: ...' line and exit 1."""
     try:
         return asyncio.run(coro)
+    except RaftKVError as e:
+        raise click.ClickException(f"{type(e).__name__}: {e}") from None
+
+
+def run_sync(fn: Callable[[], T]) -> T:
+    """Run a synchronous benchmark; raftkv errors become one 'Error: ...' line and exit 1."""
+    try:
+        return fn()
     except RaftKVError as e:
         raise click.ClickException(f"{type(e).__name__}: {e}") from None
 
@@ -438,6 +447,103 @@ def bench_restart(
         sys.exit(1)
 
 
+# --- benchmark pysyncobj --------------------------------------------------------------------
+
+
+@click.command("pysyncobj")
+@click.option(
+    "--mode",
+    type=click.Choice(["seq", "concurrent", "failover"]),
+    default="seq",
+    show_default=True,
+    help="seq: TOTAL sets one at a time; concurrent: INFLIGHT sets in flight for TIME "
+    "seconds; failover: SIGKILL the leader during sequential sets (RUNS fresh clusters).",
+)
+@click.option("--total", default=2000, show_default=True, help="Sets (seq).")
+@click.option("--inflight", default=100, show_default=True, help="Sets in flight (concurrent).")
+@click.option("--time", "seconds", default=30.0, show_default=True, help="Seconds (concurrent).")
+@click.option("--runs", default=1, show_default=True, help="Fresh clusters, one kill each.")
+@click.option("--warmup", default=2.0, show_default=True, help="Seconds of sets first (failover).")
+@click.option("--after", default=50, show_default=True, help="Acked sets after the kill.")
+@click.option("--val-size", default=256, show_default=True, help="Value size in bytes.")
+@click.option(
+    "--journal/--no-journal",
+    default=True,
+    show_default=True,
+    help="FileJournal and full-dump file per member (in the data dir), or memory only.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep journals and member logs here (default: a temporary directory, removed).",
+)
+def bench_pysyncobj(
+    mode: str,
+    total: int,
+    inflight: int,
+    seconds: float,
+    runs: int,
+    warmup: float,
+    after: int,
+    val_size: int,
+    journal: bool,
+    data_dir: Path | None,
+) -> None:
+    """Measure PySyncObj 0.3.14 the way raftkv is measured: 3 member processes on 127.0.0.1,
+    load from a member that is not the leader (every set is forwarded to the leader, the hop
+    count of a raftkv client), PySyncObj's default timeouts.  Stops every process it starts.
+    Exits 1 if a set failed or an acknowledged set is missing.  Needs 'pip install
+    pysyncobj==0.3.14' (or the 'compare' extra)."""
+    from raftkv.bench.pysyncobj import Mode, load_pysyncobj, run_failover, run_load
+
+    try:
+        load_pysyncobj()
+    except ImportError as e:
+        raise click.ClickException(str(e)) from None
+    if mode != "failover":
+        r = run_sync(
+            functools.partial(
+                run_load,
+                Mode(mode),
+                total=total,
+                inflight=inflight,
+                seconds=seconds,
+                val_size=val_size,
+                journal=journal,
+                data_dir=data_dir,
+            )
+        )
+        click.echo(r.stats.render(r.title()))
+        if r.stats.errors:
+            sys.exit(1)
+        return
+    gaps: list[float] = []
+    for i in range(runs):
+        run_dir = data_dir / f"run{i + 1}" if data_dir is not None else None
+        f = run_sync(
+            functools.partial(
+                run_failover,
+                warmup=warmup,
+                after=after,
+                val_size=val_size,
+                journal=journal,
+                data_dir=run_dir,
+            )
+        )
+        click.echo(f"run {i + 1}:")
+        for line in f.lines():
+            click.echo(f"  {line}")
+        gaps.append(f.gap)
+        if f.readable != f.writes_before + f.writes_after:
+            raise click.ClickException("some acknowledged sets were not found")
+    if runs > 1:
+        click.echo(
+            f"set gap over {runs} runs: min {min(gaps) * 1000:.1f} ms, median "
+            f"{statistics.median(gaps) * 1000:.1f} ms, max {max(gaps) * 1000:.1f} ms"
+        )
+
+
 # --- check perf -----------------------------------------------------------------------------
 
 
@@ -504,6 +610,7 @@ BENCHMARK_COMMANDS = (
     bench_watch,
     bench_lease_keepalive,
     bench_restart,
+    bench_pysyncobj,
 )
 
 
