@@ -378,6 +378,8 @@ def run_failover(
         driver = cluster.start_driver(work)
         driver.next_event(time.monotonic() + 60.0)  # ready
         warm = driver.next_event(time.monotonic() + warmup + 60.0)
+        if warm["leader"] not in cluster.addrs[:2]:
+            raise RaftKVError(f"the driver names {warm['leader']} as leader, not member 1 or 2")
         victim = cluster.by_addr(warm["leader"])
         killed_at = now()
         cluster.kill(victim)
