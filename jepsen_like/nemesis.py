@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol, TypeVar
 import raftkv
 from jepsen_like.control import CLUSTER_TOKEN, Control
 from jepsen_like.workloads.base import NEMESIS, Recorder
-from raftkv.errors import MemberExists, MemberNotFound, RaftKVError
+from raftkv.errors import MemberExists, MemberNotFound, RaftError, RaftKVError, TransientError
 from raftkv.protocol import member_id
 from raftkv.storage.failpoints import POINTS
 
@@ -325,7 +325,9 @@ async def _retry(
     patience: float = MEMBERSHIP_PATIENCE,
 ) -> T | None:
     """``call()`` until it answers or ``patience`` runs out (then its last error is raised);
-    an error of type ``done`` means an earlier attempt took effect: return None."""
+    an error of type ``done`` means an earlier attempt took effect: return None.  Only
+    transient and consensus errors (no leader, not the leader, one change at a time) are
+    retried; any other error is raised at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     while True:
@@ -334,7 +336,7 @@ async def _retry(
         except RaftKVError as e:
             if done is not None and isinstance(e, done):
                 return None
-            if loop.time() + 0.5 >= deadline:
+            if not isinstance(e, TransientError | RaftError) or loop.time() + 0.5 >= deadline:
                 raise
         await asyncio.sleep(0.5)
 

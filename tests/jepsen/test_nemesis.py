@@ -123,3 +123,41 @@ async def test_schedule_is_a_function_of_the_seed() -> None:
     assert [x[0] for x in a] == ["start", "stop"] * 3, "one fault at a time, each undone"
     assert all(ev["process"] == NEMESIS for ev in events)
     assert events[0]["f"] == "start-fake" and events[1]["value"] == {"pick": a[0][1]}
+
+
+async def test_membership_retry_outlasts_an_election_and_counts_a_lost_answer_as_done() -> None:
+    """The member nemesis retries a membership call while the cluster has no leader, treats
+    "already done" (an earlier attempt's answer was lost) as success, and gives up with the
+    last error once its patience runs out."""
+    from raftkv.errors import MemberExists, NoLeader
+
+    answers: list[Exception | str] = [NoLeader("electing"), NoLeader("electing"), "ok"]
+
+    async def flaky() -> str:
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    assert await nem._retry(flaky, patience=5.0) == "ok"
+    assert answers == []
+
+    async def done_already() -> str:
+        raise MemberExists("member n4 already exists")
+
+    assert await nem._retry(done_already, done=MemberExists, patience=5.0) is None
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(MemberExists):
+        await nem._retry(done_already, patience=5.0)  # not declared done: raised, not retried
+    assert loop.time() - t0 < 0.5
+    calls = 0
+
+    async def never() -> str:
+        nonlocal calls
+        calls += 1
+        raise NoLeader("no quorum")
+
+    with pytest.raises(NoLeader):
+        await nem._retry(never, patience=1.2)
+    assert 2 <= calls <= 3
