@@ -164,6 +164,7 @@ class Member:
     name: str
     addr: str
     proc: subprocess.Popen[bytes]
+    log: Path
     events: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
     leader: str | None = None
 
@@ -188,12 +189,21 @@ class Member:
                 raise Timeout(f"{self.name} reported nothing in time") from None
             if ev is None:
                 raise RaftKVError(
-                    f"{self.name} exited (status {self.proc.wait()}) before reporting"
+                    f"{self.name} exited (status {self.proc.wait()}) before reporting: "
+                    f"{self.log_tail()}"
                 )
             if ev.get("event") == "leader":
                 self.leader = ev.get("leader")
                 continue
             return ev
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the member's stderr (PySyncObj logs there)."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
 
     def drain_leader(self) -> None:
         """Take the leader reports queued so far."""
@@ -227,7 +237,8 @@ class PsoCluster:
             "journal": str(self.root / f"{name}.journal") if self.journal else None,
             "dump": str(self.root / f"{name}.dump") if self.journal else None,
         }
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        log_path = self.root / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", MEMBER, json.dumps(spec)],
@@ -238,7 +249,7 @@ class PsoCluster:
             )
         finally:
             log.close()
-        m = Member(name, self.addrs[i], proc)
+        m = Member(name, self.addrs[i], proc, log_path)
         self.members.append(m)
         m.start_reader()
         return m
@@ -251,7 +262,9 @@ class PsoCluster:
             for m in pair:
                 m.drain_leader()
                 if m.proc.poll() is not None:
-                    raise RaftKVError(f"{m.name} exited with status {m.proc.returncode}")
+                    raise RaftKVError(
+                        f"{m.name} exited with status {m.proc.returncode}: {m.log_tail()}"
+                    )
             if pair[0].leader is not None and pair[0].leader == pair[1].leader:
                 return pair[0].leader
             time.sleep(POLL)
@@ -306,9 +319,12 @@ def pso_cluster(journal: bool = True, data_dir: Path | None = None) -> Iterator[
         yield cluster
 
 
-def _check(total: int = 1, inflight: int = 1, seconds: float = 1.0, val_size: int = 1) -> None:
-    if total < 1 or inflight < 1 or seconds <= 0 or val_size < 0:
-        raise InvalidArgument("total, inflight and seconds must be positive, val_size >= 0")
+def _validate(val_size: int, **positive: float) -> None:
+    for name, v in positive.items():
+        if v <= 0:
+            raise InvalidArgument(f"{name} must be positive, got {v:g}")
+    if val_size < 0:
+        raise InvalidArgument(f"val_size must not be negative, got {val_size}")
 
 
 def run_load(
@@ -326,7 +342,7 @@ def run_load(
     flight for ``seconds``) run on a fresh 3-member cluster."""
     if mode is Mode.FAILOVER:
         raise InvalidArgument("use run_failover for failover")
-    _check(total, inflight, seconds, val_size)
+    _validate(val_size, total=total, inflight=inflight, seconds=seconds)
     work = {
         "mode": mode.value,
         "total": total,
@@ -364,7 +380,7 @@ def run_failover(
 ) -> FailoverResult:
     """Sequential sync sets from the driver; SIGKILL the leader after ``warmup`` seconds;
     stop after ``after`` sets acknowledged following the kill (or fail after ``timeout``)."""
-    _check(total=after, seconds=warmup, val_size=val_size)
+    _validate(val_size, after=after, warmup=warmup)
     work = {
         "mode": Mode.FAILOVER.value,
         "warmup": warmup,

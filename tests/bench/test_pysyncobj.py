@@ -16,6 +16,7 @@ from cli.main import cli
 from raftkv.bench import pysyncobj as pso_bench
 from raftkv.bench.pysyncobj import Mode, PsoCluster, run_failover, run_load
 from raftkv.bench.report import PERCENTILES
+from raftkv.errors import InvalidArgument
 
 pytest.importorskip("pysyncobj")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -109,3 +110,13 @@ def test_cli_seq_prints_the_etcd_style_report(clusters: list[PsoCluster]) -> Non
     assert "pysyncobj 0.3.14 seq" in res.output and "journal off" in res.output
     assert "Requests:\t5." in res.output and "99% in" in res.output
     assert_all_stopped(clusters)
+
+
+def test_bad_arguments_are_refused_before_any_process_starts(clusters: list[PsoCluster]) -> None:
+    with pytest.raises(InvalidArgument, match="total"):
+        run_load(Mode.SEQ, total=0)
+    with pytest.raises(InvalidArgument, match="val_size"):
+        run_failover(val_size=-1)
+    with pytest.raises(InvalidArgument):
+        run_load(Mode.FAILOVER)
+    assert clusters == []
