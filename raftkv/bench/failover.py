@@ -189,8 +189,10 @@ async def measure_failover(
     command_timeout: float = 1.0,
 ) -> FailoverResult:
     """Write one key at a time, SIGKILL the leader after ``warmup`` seconds, stop after
-    ``after`` acknowledged writes following the kill."""
-    old = await cluster.leader()
+    ``after`` acknowledged writes following the kill.  The leader is looked up again just
+    before the kill: leadership can move during the warm-up, and killing a follower would
+    measure nothing."""
+    await cluster.leader()  # a leader before the writes start
     acks: list[tuple[float, bytes]] = []
     errors = 0
     killed_at: float | None = None
@@ -219,6 +221,7 @@ async def measure_failover(
         task = asyncio.create_task(writer(c))
         try:
             await asyncio.sleep(warmup)
+            old = await cluster.leader()
             killed_at = time.perf_counter()
             cluster.kill(old.name)
             await asyncio.wait_for(stop.wait(), timeout)
