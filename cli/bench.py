@@ -14,7 +14,7 @@ import statistics
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -244,20 +244,48 @@ def bench_failover(
     report how long writes stopped.  Stops every process it starts."""
     from raftkv.bench.failover import measure_failover, process_cluster
 
+    def one(run_dir: Path | None) -> _FailoverRun:
+        with process_cluster(nodes, run_dir, tick_ms, election_ticks) as cluster:
+            return run(measure_failover(cluster, warmup=warmup, after=after))
+
+    _failover_runs(one, runs, data_dir, "write", "some acknowledged writes were not read back")
+
+
+class _FailoverRun(Protocol):
+    """What both failover benchmarks (raftkv's and PySyncObj's) report for one leader kill."""
+
+    @property
+    def gap(self) -> float: ...
+    @property
+    def readable(self) -> int: ...
+    @property
+    def writes_before(self) -> int: ...
+    @property
+    def writes_after(self) -> int: ...
+    def lines(self) -> list[str]: ...
+
+
+def _failover_runs(
+    one: Callable[[Path | None], _FailoverRun],
+    runs: int,
+    data_dir: Path | None,
+    noun: str,
+    missing: str,
+) -> None:
+    """Run ``one`` on ``runs`` fresh clusters (data in DATA_DIR/runN if given), print each
+    result, fail if an acknowledged write is missing, and summarise the gaps."""
     gaps: list[float] = []
     for i in range(runs):
-        run_dir = data_dir / f"run{i + 1}" if data_dir is not None else None
-        with process_cluster(nodes, run_dir, tick_ms, election_ticks) as cluster:
-            r = run(measure_failover(cluster, warmup=warmup, after=after))
+        r = one(data_dir / f"run{i + 1}" if data_dir is not None else None)
         click.echo(f"run {i + 1}:")
         for line in r.lines():
             click.echo(f"  {line}")
         gaps.append(r.gap)
         if r.readable != r.writes_before + r.writes_after:
-            raise click.ClickException("some acknowledged writes were not read back")
+            raise click.ClickException(missing)
     if runs > 1:
         click.echo(
-            f"write gap over {runs} runs: min {min(gaps) * 1000:.1f} ms, median "
+            f"{noun} gap over {runs} runs: min {min(gaps) * 1000:.1f} ms, median "
             f"{statistics.median(gaps) * 1000:.1f} ms, max {max(gaps) * 1000:.1f} ms"
         )
 
@@ -518,10 +546,9 @@ def bench_pysyncobj(
         if r.stats.errors:
             sys.exit(1)
         return
-    gaps: list[float] = []
-    for i in range(runs):
-        run_dir = data_dir / f"run{i + 1}" if data_dir is not None else None
-        f = run_sync(
+
+    def one(run_dir: Path | None) -> _FailoverRun:
+        return run_sync(
             functools.partial(
                 run_failover,
                 warmup=warmup,
@@ -531,17 +558,8 @@ def bench_pysyncobj(
                 data_dir=run_dir,
             )
         )
-        click.echo(f"run {i + 1}:")
-        for line in f.lines():
-            click.echo(f"  {line}")
-        gaps.append(f.gap)
-        if f.readable != f.writes_before + f.writes_after:
-            raise click.ClickException("some acknowledged sets were not found")
-    if runs > 1:
-        click.echo(
-            f"set gap over {runs} runs: min {min(gaps) * 1000:.1f} ms, median "
-            f"{statistics.median(gaps) * 1000:.1f} ms, max {max(gaps) * 1000:.1f} ms"
-        )
+
+    _failover_runs(one, runs, data_dir, "set", "some acknowledged sets were not found")
 
 
 # --- check perf -----------------------------------------------------------------------------
