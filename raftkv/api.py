@@ -349,6 +349,17 @@ Request = (
 )
 """Anything a :class:`Command` may carry."""
 
+CLIENT_WRITES = (
+    PutRequest,
+    DeleteRangeRequest,
+    TxnRequest,
+    CompactionRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+)
+"""The requests a client may have proposed through the log.  Everything else a Command can
+carry (lease checkpoints and expiry) is internal: only the leader's own duties propose it."""
+
 Response = (
     RangeResponse
     | PutResponse

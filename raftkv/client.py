@@ -107,7 +107,7 @@ from raftkv.errors import (
     Unavailable,
     WatchCancelled,
 )
-from raftkv.protocol import Method, Reply, split_addr
+from raftkv.protocol import MAX_REPLY_BYTES, Method, Reply, split_addr
 
 T = TypeVar("T")
 
@@ -605,7 +605,7 @@ class Client:
         max_redirects: int = 5,
         backoff_base: float = 0.025,
         backoff_cap: float = 1.0,
-        max_frame: int = wire.MAX_CLIENT_FRAME,
+        max_frame: int = MAX_REPLY_BYTES,
         rng: random.Random | None = None,
         breaker_threshold: int = 3,
         breaker_cooldown: float = 5.0,

@@ -3,7 +3,8 @@
 A dataclass is encoded as a msgpack array ``[tag, field1, field2, ...]``: ``tag`` is the
 class's fixed number in :data:`TAGS` (never reuse or renumber one), fields follow in declaration
 order.  Enums become ints, tuples become arrays, ``None`` stays nil, bytes stay bin.  Decoding
-checks the tag, the arity and the type of every field against the dataclass annotations and
+checks the tag, the arity and the type of every field against the dataclass annotations —
+integers within the signed 64-bit range, floats finite — and
 raises :class:`~raftkv.errors.RemoteProtocolError` on anything else — garbage never surfaces as
 a ``KeyError`` or ``TypeError``.  Fields added later must go at the end with a default: a
 shorter array from an older peer still decodes.
@@ -14,6 +15,7 @@ Errors travel as ``[code, message, details]`` (:func:`encode_error`, :func:`deco
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -80,9 +82,16 @@ def _dec_bytes(v: Any) -> bytes:
     raise _bad(f"expected bytes, got {type(v).__name__}")
 
 
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+
 def _dec_int(v: Any) -> int:
+    # Every integer field is stored (SQLite INTEGER, lease ids, revisions): int64 only.
     if type(v) is int:
-        return v
+        if INT64_MIN <= v <= INT64_MAX:
+            return v
+        raise _bad(f"integer {v} is outside the signed 64-bit range")
     raise _bad(f"expected int, got {type(v).__name__}")
 
 
@@ -94,7 +103,10 @@ def _dec_bool(v: Any) -> bool:
 
 def _dec_float(v: Any) -> float:
     if type(v) is float or type(v) is int:
-        return float(v)
+        f = float(v) if type(v) is float else float(_dec_int(v))
+        if math.isfinite(f):
+            return f
+        raise _bad(f"float {v!r} is not finite")
     raise _bad(f"expected float, got {type(v).__name__}")
 
 
@@ -105,7 +117,9 @@ def _dec_str(v: Any) -> str:
 
 
 def _dec_bytes_or_int(v: Any) -> bytes | int:
-    if type(v) is bytes or type(v) is int:
+    if type(v) is int:
+        return _dec_int(v)
+    if type(v) is bytes:
         return v
     raise _bad(f"expected bytes or int, got {type(v).__name__}")
 

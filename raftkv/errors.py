@@ -23,6 +23,8 @@ sees one of these, never a bare ``KeyError`` from deep inside.
     │   └── HandshakeRefused         wrong protocol version or cluster id
     ├── RequestError                 a well-formed request that cannot be served
     │   ├── RequestTooLarge          request, value or txn over a configured limit
+    │   ├── ReplyTooLarge            the answer would exceed the reply limit; page it
+    │   ├── ApplyFailed              an entry's apply raised a bug; its deterministic result
     │   ├── TooManyOps               a txn with more operations than allowed
     │   ├── DuplicateKey             a key written twice in one txn
     │   ├── KeyNotFound
@@ -150,6 +152,20 @@ class RequestError(RaftKVError):
 
 class RequestTooLarge(RequestError):
     code = "request_too_large"
+
+
+class ReplyTooLarge(RequestError):
+    """The answer would exceed the member's reply limit: page the read (``limit`` and a
+    start key after the last one returned) or narrow it."""
+
+    code = "reply_too_large"
+
+
+class ApplyFailed(RequestError):
+    """Applying a committed entry raised an unexpected exception.  The entry's result is
+    this error, identical on every member; the state machine keeps applying."""
+
+    code = "apply_failed"
 
 
 class TooManyOps(RequestError):

@@ -16,6 +16,7 @@ last command, and at most ``max_clients`` are kept (least recently seen dropped 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from raftkv.api import (
     TxnResponse,
 )
 from raftkv.errors import (
+    ApplyFailed,
     CorruptionError,
     InvalidArgument,
     KeyNotFound,
@@ -72,6 +74,8 @@ from raftkv.lease import LeaseConfig, Lessor
 from raftkv.mvcc.store import KVStore
 from raftkv.mvcc.txn import check_request, compare_ok
 
+log = logging.getLogger("raftkv.fsm")
+
 SNAPSHOT_MAGIC = b"RKVFSM1\n"
 _DIGEST_SIZE = 32
 
@@ -82,7 +86,12 @@ class DedupConfig:
     """Results kept per client; a retry of an older ``seq`` gets InvalidArgument."""
     max_clients: int = 10_000
     session_ttl: float = 600.0
-    """Seconds (leader-stamped ``now``) after its last command that a session is forgotten."""
+    """Seconds of log-derived time (see :meth:`KVStateMachine._advance_clock`) after its last
+    command that a session is forgotten."""
+    max_clock_step: float = 10.0
+    """The most one entry may advance the log-derived clock: a leader whose clock jumps
+    (stepped, skewed, resumed after a pause) cannot age sessions faster than this per entry.
+    Counting less time than passed only keeps sessions longer, which is always safe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +136,9 @@ class KVStateMachine:
         self.lessor = Lessor(lease_config)
         # Invariant: entries are applied exactly once, in index order.
         self.applied_index = 0
-        self._clock = 0.0  # max leader-stamped now seen; drives session expiry
+        self._clock = 0.0  # log-derived elapsed seconds; drives session expiry
+        self._clock_term = -1  # term of the last command that stamped a time
+        self._clock_last_now = 0.0  # that term's leader's latest stamp
         self._sessions: OrderedDict[int, _Session] = OrderedDict()  # by last_seen
         self._handlers: dict[type[Any], Callable[[Any], Response]] = {
             PutRequest: self._apply_put_request,
@@ -160,10 +171,12 @@ class KVStateMachine:
 
     # --- apply ----------------------------------------------------------------------------
 
-    def apply(self, index: int, data: bytes) -> ApplyResult:
-        """Apply committed entry ``index``.  Request errors are returned in the result.
-        Indexes must strictly increase; the node may skip entries that are not commands
-        (configuration changes)."""
+    def apply(self, index: int, data: bytes, term: int = 0) -> ApplyResult:
+        """Apply committed entry ``index`` (of log term ``term``).  Request errors are
+        returned in the result, and so is an unexpected exception (:class:`ApplyFailed`, the
+        same on every member): nothing in an entry can stop the apply loop.  Indexes must
+        strictly increase; the node may skip entries that are not commands (configuration
+        changes)."""
         if index <= self.applied_index:
             raise AssertionError(f"apply out of order: {index} after {self.applied_index}")
         self.applied_index = index
@@ -176,19 +189,34 @@ class KVStateMachine:
             cmd = codec.decode_command(data)
         except RaftKVError as e:
             return ApplyResult(index, self.store.revision, error=e)
-        return self._apply_command(index, cmd)
+        return self._apply_command(index, cmd, term)
 
-    def apply_command(self, index: int, cmd: Command) -> ApplyResult:
+    def apply_command(self, index: int, cmd: Command, term: int = 0) -> ApplyResult:
         """:meth:`apply` for an already decoded command (tests, the simulator)."""
         if index <= self.applied_index:
             raise AssertionError(f"apply out of order: {index} after {self.applied_index}")
         self.applied_index = index
-        return self._apply_command(index, cmd)
+        return self._apply_command(index, cmd, term)
 
-    def _apply_command(self, index: int, cmd: Command) -> ApplyResult:
-        if cmd.now > self._clock:
-            self._clock = cmd.now
-            self._expire_sessions()
+    def _advance_clock(self, term: int, now: float) -> None:
+        """Log-derived time for session expiry.  Only one leader stamps the commands of a
+        term, so elapsed time is measured between stamps of the same term, each step capped
+        at ``max_clock_step``; the first command of a new term only sets the base.  No
+        member's wall clock (nor its offset from the others) can age a session: a leader
+        whose clock runs 790 s ahead advances the clock by what passes on it, not by 790 s."""
+        if term != self._clock_term:
+            self._clock_term = term
+            self._clock_last_now = now
+            return
+        step = now - self._clock_last_now
+        if step <= 0:
+            return
+        self._clock_last_now = now
+        self._clock += min(step, self.dedup.max_clock_step)
+        self._expire_sessions()
+
+    def _apply_command(self, index: int, cmd: Command, term: int = 0) -> ApplyResult:
+        self._advance_clock(term, cmd.now)
         session: _Session | None = None
         req = cmd.request
         if cmd.client_id and not isinstance(req, _READ_ONLY):
@@ -208,6 +236,11 @@ class KVStateMachine:
             response = self._handlers[type(req)](req)
         except RaftKVError as e:
             error = e
+        except Exception as e:  # a bug reached by this entry: a result, never a dead loop
+            # Deterministic: the same entry raises the same exception on every member (and on
+            # every replay after a restart), so every member records the same result.
+            error = ApplyFailed(f"entry {index}: {type(e).__name__}: {e}")
+            log.error("applying entry %d failed: %s: %s", index, type(e).__name__, e)
         events = tuple(self._events)
         self._events = []
         if session is not None:
@@ -328,6 +361,18 @@ class KVStateMachine:
         self.store.commit(rev, changed)
         if changed:
             return _with_revision(resp, rev)
+        return resp
+
+    def read_txn(self, req: TxnRequest) -> TxnResponse:
+        """A txn with no writes, evaluated on local state (after ReadIndex), outside the log.
+        Raises request errors, as :meth:`range` does."""
+        check_request(req, self.limits)
+        base = self.store.revision
+        self._check_txn_path(req, base)
+        changed: list[bytes] = []
+        resp = self._txn(req, base, base + 1, changed)
+        if changed:
+            raise AssertionError("read_txn wrote")  # callers pass read-only txns only
         return resp
 
     def _check_txn_path(self, txn: TxnRequest, base: int) -> None:
@@ -455,12 +500,14 @@ class KVStateMachine:
         ]
         body: bytes = msgpack.packb(
             [
-                1,
+                2,
                 self.applied_index,
                 self._clock,
                 self.store.to_plain(),
                 self.lessor.to_plain(),
                 sessions,
+                self._clock_term,
+                self._clock_last_now,
             ],
             use_bin_type=True,
         )
@@ -478,11 +525,15 @@ class KVStateMachine:
         if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != digest:
             raise CorruptionError("state-machine snapshot checksum mismatch")
         try:
-            version, applied, clock, store_plain, lessor_plain, sessions_plain = msgpack.unpackb(
-                body, raw=False, use_list=True
-            )
-            if version != 1:
+            fields = msgpack.unpackb(body, raw=False, use_list=True)
+            version = fields[0]
+            if version == 1:  # before log-derived time: the next command sets the base
+                clock_term, clock_last_now = -1, 0.0
+            elif version == 2:
+                clock_term, clock_last_now = int(fields[6]), float(fields[7])
+            else:
                 raise ValueError(f"unknown snapshot version {version}")
+            _, applied, clock, store_plain, lessor_plain, sessions_plain = fields[:6]
             store = KVStore.from_plain(store_plain)
             lessor = Lessor(self.lessor.config)
             lessor.restore_plain(lessor_plain)
@@ -504,6 +555,8 @@ class KVStateMachine:
         self.lessor = lessor
         self._sessions = sessions
         self._clock = float(clock)
+        self._clock_term = clock_term
+        self._clock_last_now = clock_last_now
         self.applied_index = int(applied)
 
     def events(self, start: int, end: int | None = None) -> list[Event]:

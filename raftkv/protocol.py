@@ -100,6 +100,11 @@ class Method(StrEnum):
 
 PROTOCOL_NAME: Final = "raftkv-client"
 
+MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
+"""The largest reply a member sends (its default ``max_reply_bytes``), and so the largest
+frame the client accepts.  A range or txn whose answer would be larger fails with
+:class:`~raftkv.errors.ReplyTooLarge` before the answer is built into a frame."""
+
 
 def member_id(name: str, cluster_token: str = "") -> int:
     """A member's 64-bit id, derived from its name (and the cluster token), never 0."""

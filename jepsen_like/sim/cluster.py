@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from jepsen_like.sim import network as net
 from jepsen_like.sim.faults import Fault, FaultKind, Schedule, Shape, Target, make_schedule
 from jepsen_like.sim.invariants import Checker, LogView, Violation
+from raftkv import codec
+from raftkv.api import Command, PutRequest, PutResponse
 from raftkv.errors import RaftError
+from raftkv.fsm import ApplyResult, KVStateMachine
 from raftkv.raft.config import Config
 from raftkv.raft.rawnode import RawNode
 from raftkv.raft.storage import MemoryStorage
@@ -74,26 +77,57 @@ def initial_storage(voters: tuple[int, ...], bootstrap_snapshot: bool) -> Memory
     return MemoryStorage(conf)
 
 
-class App:
-    """The tiny state machine of a node: a hash chain over every applied entry."""
+POISON_PREFIX = b"poison/"
+"""Keys whose put raises inside the state machine of the simulated members (the ``poison``
+scenario): a stand-in for any bug an entry could reach while it is applied."""
 
-    __slots__ = ("applied", "chain", "conf_state", "markers")
+
+class PoisonableFSM(KVStateMachine):
+    """The real state machine, with an injected failure: a put of a ``poison/`` key raises
+    a non-raftkv exception halfway through applying it."""
+
+    def _apply_put_request(self, req: PutRequest) -> PutResponse:
+        if req.key.startswith(POISON_PREFIX):
+            raise ValueError(f"injected apply failure on {req.key!r}")
+        return super()._apply_put_request(req)
+
+
+class App:
+    """The state machine of a node: the real KV state machine for ``K`` entries (the
+    node's envelope), and a hash chain over every applied entry and its result."""
+
+    __slots__ = ("applied", "chain", "conf_state", "fsm", "markers")
 
     def __init__(self, applied: int, chain: bytes, conf_state: ConfState) -> None:
         self.applied = applied
         self.chain = chain
         self.conf_state = conf_state
         self.markers: set[bytes] = set()
+        self.fsm = PoisonableFSM()
+        self.fsm.applied_index = applied
 
     @classmethod
     def from_snapshot(cls, snap: Snapshot) -> App:
         if snap.meta.index == 0 or not snap.data:
             return cls(0, bytes(16), snap.meta.conf_state)
-        applied, chain = _APP_STATE.unpack(snap.data)
-        return cls(applied, chain, snap.meta.conf_state)
+        applied, chain = _APP_STATE.unpack(snap.data[: _APP_STATE.size])
+        app = cls(applied, chain, snap.meta.conf_state)
+        if len(snap.data) > _APP_STATE.size:
+            app.fsm.restore(snap.data[_APP_STATE.size :])
+        return app
 
     def encode(self) -> bytes:
-        return _APP_STATE.pack(self.applied, self.chain)
+        return _APP_STATE.pack(self.applied, self.chain) + self.fsm.snapshot()
+
+
+def kv_entry(req: PutRequest) -> bytes:
+    """A proposal in the node's envelope: ``K`` + an encoded command."""
+    return b"K" + codec.encode_command(Command(req))
+
+
+def _result_digest(r: ApplyResult) -> bytes:
+    err = r.error
+    return b"%d|%s|%s" % (r.revision, (err.code if err else "").encode(), str(err or "").encode())
 
 
 @dataclass(slots=True)
@@ -186,6 +220,8 @@ class Cluster:
         self._next_id = n + 1
         self._prop = 0
         self._reads = 0
+        self.poisoned: set[int] = set()
+        """Indexes of poisoned entries whose apply failed (and still yielded a result)."""
         voters = tuple(range(1, n + 1))
         for i in voters:
             self._boot(i, initial_storage(voters, bootstrap_snapshot))
@@ -393,6 +429,15 @@ class Cluster:
             self.checker.on_apply_out_of_order(node.id, e.index, app.applied)
         app.chain = _chain(app.chain, e)
         app.applied = e.index
+        if e.type == EntryType.NORMAL and e.data.startswith(b"K"):
+            # The real apply path: whatever the entry does, it yields a result (an injected
+            # failure included), and that result is part of what every member must agree on.
+            result = app.fsm.apply(e.index, e.data[1:], e.term)
+            app.chain = hashlib.blake2b(app.chain + _result_digest(result), digest_size=16).digest()
+            if result.error is not None and e.data[1:].find(POISON_PREFIX) >= 0:
+                self.poisoned.add(e.index)
+        else:
+            app.fsm.apply(e.index, b"")
         self.checker.on_apply(node.id, e.index, e.term, app.chain)
         if e.type == EntryType.CONF_CHANGE:
             cc = ConfChange.decode(e.data)
@@ -482,6 +527,13 @@ class Cluster:
                 self._prop += 1
                 self._call(node, node.rn.propose, b"p%d" % self._prop)
             self.log(f"propose x{f.arg or 1} at n{node.id}")
+        elif k == FaultKind.POISON:
+            self._prop += 1
+            self._call(
+                node, node.rn.propose, kv_entry(PutRequest(POISON_PREFIX + b"%d" % self._prop))
+            )
+            self._call(node, node.rn.propose, kv_entry(PutRequest(b"k%d" % self._prop, b"v")))
+            self.log(f"propose a poisoned entry at n{node.id}")
         elif k == FaultKind.READ_INDEX:
             self._reads += 1
             ctx = b"r%d" % self._reads
@@ -678,5 +730,6 @@ def run(
         "commit": checker.max_commit,
         "reads": checker.reads_served,
         "terms": len(checker.leader_of_term),
+        "poisoned": len(cluster.poisoned),
     }
     return RunResult(seed, n, steps, violation, tuple(cluster.events), cluster.digest(), stats)

@@ -49,6 +49,7 @@ class FaultKind(IntEnum):
     CRASH_NEXT_LEADER = 16  # arm: crash the next node to win an election, between persisting
     # its first Ready as leader and sending it; arg: steps the trigger stays armed
     CRASH_ON_COMMIT = 17  # arm: crash the next leader whose commit index advances, likewise
+    POISON = 18  # propose an entry whose apply raises (an injected state-machine bug)
 
 
 class Target(IntEnum):
@@ -112,6 +113,7 @@ DEFAULT_WEIGHTS: Mapping[str, int] = {
     "snapshot": 8,
     "lossy": 2,
     "clock_skew": 2,
+    "poison": 3,
 }
 
 
@@ -150,6 +152,8 @@ def _scenario(b: _Builder, name: str, s: int) -> None:
     F, T = FaultKind, Target
     if name == "propose":
         b.add(s, F.PROPOSE, target=T.LEADER, arg=r.randint(1, 3))
+    elif name == "poison":
+        b.add(s, F.POISON, target=T.LEADER)
     elif name == "read":
         b.add(s, F.READ_INDEX, target=r.choice((T.ANY, T.LEADER)))
     elif name == "partition":

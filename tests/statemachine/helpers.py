@@ -16,11 +16,17 @@ class Driver:
         self.index = self.fsm.applied_index
 
     def apply(
-        self, req: api.Request, *, client_id: int = 0, seq: int = 0, now: float = 0.0
+        self,
+        req: api.Request,
+        *,
+        client_id: int = 0,
+        seq: int = 0,
+        now: float = 0.0,
+        term: int = 1,
     ) -> ApplyResult:
         self.index += 1
         data = codec.encode_command(api.Command(req, client_id, seq, now))
-        return self.fsm.apply(self.index, data)
+        return self.fsm.apply(self.index, data, term)
 
     def ok(self, req: api.Request, **kw: float) -> api.Response:
         """Apply and return the response; fail the test on an error result."""

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from raftkv import api, codec
 from raftkv.api import PutRequest, RangeRequest, TxnRequest
 from raftkv.errors import (
+    ApplyFailed,
     CorruptionError,
     DuplicateKey,
     InvalidArgument,
@@ -63,7 +64,9 @@ def test_results_per_client_are_bounded() -> None:
 
 
 def test_sessions_expire_with_leader_time_and_are_bounded_in_number() -> None:
-    d = Driver(KVStateMachine(dedup=DedupConfig(session_ttl=100.0, max_clients=2)))
+    d = Driver(
+        KVStateMachine(dedup=DedupConfig(session_ttl=100.0, max_clients=2, max_clock_step=1e6))
+    )
     d.apply(PutRequest(b"a"), client_id=1, seq=1, now=0.0)
     d.apply(PutRequest(b"b"), client_id=2, seq=1, now=50.0)
     assert d.apply(PutRequest(b"a"), client_id=1, seq=1, now=99.0).duplicate
@@ -72,6 +75,76 @@ def test_sessions_expire_with_leader_time_and_are_bounded_in_number() -> None:
     # client 3 last seen at 120: kept until leader time passes 220
     assert d.apply(PutRequest(b"c"), client_id=3, seq=1, now=219.0).duplicate
     assert not d.apply(PutRequest(b"c"), client_id=3, seq=1, now=400.0).duplicate
+
+
+def test_a_leader_with_a_skewed_clock_cannot_expire_sessions() -> None:
+    """A retry must not apply twice because leadership passed through a member whose wall
+    clock runs 790 s ahead (more than the 600 s session TTL)."""
+    d = Driver(KVStateMachine())
+    first = d.apply(PutRequest(b"k", b"v1", prev_kv=True), client_id=7, seq=1, now=1000.0, term=2)
+    d.apply(PutRequest(b"x"), client_id=8, seq=1, now=1001.0, term=2)
+    for i in range(5):  # the skewed leader of term 3 stamps its own, far-ahead clock
+        d.apply(PutRequest(b"y%d" % i), client_id=9, seq=i + 1, now=1790.0 + i, term=3)
+    again = d.apply(PutRequest(b"k", b"v1", prev_kv=True), client_id=7, seq=1, now=1796.0, term=3)
+    assert again.duplicate and again.response == first.response
+    assert d.get(b"k")[0].version == 1, "applied once"
+
+
+def test_a_clock_jump_within_a_term_advances_sessions_by_at_most_one_step() -> None:
+    d = Driver(KVStateMachine(dedup=DedupConfig(session_ttl=100.0, max_clock_step=10.0)))
+    d.apply(PutRequest(b"a"), client_id=1, seq=1, now=0.0)
+    d.apply(PutRequest(b"b"), client_id=2, seq=1, now=10_000.0)  # a stepped clock: +10 s only
+    assert d.apply(PutRequest(b"a"), client_id=1, seq=1, now=10_001.0).duplicate
+
+
+def test_sessions_still_expire_as_log_time_passes() -> None:
+    d = Driver(KVStateMachine(dedup=DedupConfig(session_ttl=100.0, max_clock_step=10.0)))
+    d.apply(PutRequest(b"a"), client_id=1, seq=1, now=0.0)
+    for i in range(1, 13):  # 120 s of a steady leader clock, in 10 s steps
+        d.apply(PutRequest(b"b"), client_id=2, seq=i, now=10.0 * i)
+    assert not d.apply(PutRequest(b"a"), client_id=1, seq=1, now=121.0).duplicate
+
+
+def test_log_time_survives_a_snapshot() -> None:
+    d = Driver(KVStateMachine(dedup=DedupConfig(session_ttl=100.0, max_clock_step=10.0)))
+    d.apply(PutRequest(b"a"), client_id=1, seq=1, now=0.0, term=4)
+    d.apply(PutRequest(b"b"), client_id=2, seq=1, now=5.0, term=4)
+    restored = KVStateMachine(dedup=DedupConfig(session_ttl=100.0, max_clock_step=10.0))
+    restored.restore(d.fsm.snapshot())
+    assert restored.snapshot() == d.fsm.snapshot()
+
+
+def test_an_unexpected_exception_in_apply_is_a_deterministic_result() -> None:
+    results = []
+    for _ in range(2):  # two members applying the same entries
+        d = Driver()
+        lid = d.ok(api.LeaseGrantRequest(ttl=60, id=777))
+        assert isinstance(lid, api.LeaseGrantResponse)
+
+        def boom(req: Any) -> Any:
+            raise ZeroDivisionError("bug")
+
+        d.fsm._handlers[api.LeaseRevokeRequest] = boom
+        bad = d.apply(api.LeaseRevokeRequest(777))
+        good = d.apply(PutRequest(b"after", b"v"))
+        results.append((str(bad.error), type(bad.error), good.error, d.fsm.hash(), d.fsm.revision))
+    assert results[0] == results[1]
+    assert results[0][1] is ApplyFailed
+    assert results[0][2] is None, "the next entry still applies"
+
+
+def test_an_entry_carrying_nan_from_an_old_log_is_an_error_result() -> None:
+    """The entry of the reported outage: a checkpoint with remaining TTL NaN, already in a
+    log.  Replaying it now gives an error result, and the lease stays readable."""
+    d = Driver()
+    d.ok(api.LeaseGrantRequest(ttl=60, id=777))
+    cmd = codec.to_plain(api.Command(api.LeaseCheckpointRequest((api.LeaseCheckpoint(777, 1.0),))))
+    cmd[1][1][0][2] = float("nan")  # what the old codec let through
+    d.index += 1
+    r = d.fsm.apply(d.index, msgpack.packb(cmd, use_bin_type=True), 1)
+    assert r.error is not None and "not finite" in str(r.error)
+    ttl = d.fsm.time_to_live(api.LeaseTimeToLiveRequest(777), now=0.0)
+    assert ttl.ttl > 0
 
 
 def test_reads_and_internal_commands_are_not_deduplicated() -> None:
