@@ -43,9 +43,19 @@ PROTOCOL_VERSION: Final = 1
 MAX_CLIENT_FRAME: Final = 4 * 1024 * 1024
 MAX_PEER_FRAME: Final = 64 * 1024 * 1024
 
+MAX_PRE_HANDSHAKE_FRAME: Final = 64 * 1024
+"""The largest frame accepted before a connection's handshake has completed (a handshake is
+a few dozen bytes): an unauthenticated connection can never make a server buffer more."""
+
 _LEN = struct.Struct(">I")
 HEADER_SIZE: Final = _LEN.size
 _U64_MAX: Final = (1 << 64) - 1
+
+MAX_RAFT_INT: Final = (1 << 63) - 1
+"""Every integer of a raft message (ids, terms, indexes) must fit SQLite's signed 64 bits."""
+MAX_SANE_RAFT_INT: Final = 1 << 62
+"""No legitimate term, index or commit gets this large (2^62 elections or entries), and what
+is below it can still be incremented without overflowing int64: larger values are refused."""
 
 ROLE_PEER: Final = "peer"
 ROLE_CLIENT: Final = "client"
@@ -87,6 +97,11 @@ class FrameDecoder:
 
     After it has raised once the decoder is broken and raises the same error again: the
     stream is out of sync and the connection must be closed.
+
+    ``max_frame`` may be changed at any time; a frame's length is checked against it when the
+    frame's header is parsed.  A server starts a connection with a small limit
+    (:data:`MAX_PRE_HANDSHAKE_FRAME`), reads the handshake with ``feed(data, max_frames=1)``
+    (what follows it stays buffered, unchecked), then raises the limit and calls ``feed(b"")``.
     """
 
     __slots__ = ("_buf", "_error", "max_frame")
@@ -101,7 +116,10 @@ class FrameDecoder:
         """Bytes received but not yet part of a complete frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
+    def feed(
+        self, data: bytes | bytearray | memoryview, max_frames: int | None = None
+    ) -> list[Any]:
+        """Buffer ``data``; return the complete frames (at most ``max_frames`` of them)."""
         if self._error is not None:
             raise self._error
         buf = self._buf
@@ -110,7 +128,7 @@ class FrameDecoder:
         pos = 0
         n = len(buf)
         try:
-            while n - pos >= HEADER_SIZE:
+            while n - pos >= HEADER_SIZE and (max_frames is None or len(out) < max_frames):
                 (length,) = _LEN.unpack_from(buf, pos)
                 if length > self.max_frame:
                     raise FrameTooLarge(
@@ -224,8 +242,8 @@ def entry_from_wire(obj: Any) -> Entry:
     if type(obj) is not list or len(obj) != 4:
         raise RemoteProtocolError(f"entry: expected a list of 4, got {_short(obj)}")
     term, index, etype, data = obj
-    _check_u64(term, "entry.term")
-    _check_u64(index, "entry.index")
+    _check_i64(term, "entry.term")
+    _check_i64(index, "entry.index")
     et = _ENTRY_TYPES.get(etype) if type(etype) is int else None
     if et is None:
         raise RemoteProtocolError(f"entry: unknown type {etype!r}")
@@ -246,7 +264,7 @@ def conf_state_from_wire(obj: Any) -> ConfState:
         if type(ids) is not list:
             raise RemoteProtocolError(f"conf state: {name} must be a list")
         for i in ids:
-            _check_u64(i, f"conf state {name}")
+            _check_i64(i, f"conf state {name}")
     return ConfState(tuple(voters), tuple(learners))
 
 
@@ -258,8 +276,8 @@ def snapshot_meta_from_wire(obj: Any) -> SnapshotMeta:
     if type(obj) is not list or len(obj) != 3:
         raise RemoteProtocolError(f"snapshot meta: expected a list of 3, got {_short(obj)}")
     index, term, cs = obj
-    _check_u64(index, "snapshot.index")
-    _check_u64(term, "snapshot.term")
+    _check_i64(index, "snapshot.index")
+    _check_i64(term, "snapshot.term")
     return SnapshotMeta(index, term, conf_state_from_wire(cs))
 
 
@@ -316,7 +334,7 @@ def message_from_wire(obj: Any) -> Message:
         ("commit", commit),
         ("reject_hint", hint),
     ):
-        _check_u64(v, f"message.{name}")
+        _check_i64(v, f"message.{name}")
     if type(reject) is not bool:
         raise RemoteProtocolError("message.reject must be a bool")
     if type(ents) is not list:
@@ -337,6 +355,67 @@ def message_from_wire(obj: Any) -> Message:
         snapshot=None if snap is None else snapshot_from_wire(snap),
         context=ctx,
     )
+
+
+def check_message(m: Message) -> None:
+    """Refuse (:class:`RemoteProtocolError`, with the reason) what no correct member sends.
+
+    ``message_from_wire`` already bounds every integer to 0..2^63-1; this adds rules that hold
+    for every message raftkv's core sends, so they never refuse a legitimate one:
+
+    - every term, log term, index, commit, reject hint, entry term and index, and snapshot
+      index and term is at most :data:`MAX_SANE_RAFT_INT` (2^62);
+    - APP: the entries' indexes are ``index + 1, index + 2, ...`` and no entry's term, nor
+      ``log_term``, is above the message's term (a leader's log holds no later term);
+    - VOTE and PRE_VOTE: the candidate's last log term is not above the term it asks for;
+    - SNAP: carries a snapshot, whose term is not above the message's term.
+
+    A heartbeat's commit is ``min(commit, the follower's match)`` on the leader, so nothing in
+    the message bounds it but the 2^62 rule (the core checks it against its own log).
+    """
+    for name, v in (
+        ("term", m.term),
+        ("log_term", m.log_term),
+        ("index", m.index),
+        ("commit", m.commit),
+        ("reject_hint", m.reject_hint),
+    ):
+        if v > MAX_SANE_RAFT_INT:
+            raise RemoteProtocolError(f"{m.type.name} message: {name} {v} is beyond 2^62")
+    snap = m.snapshot
+    if snap is not None and max(snap.meta.index, snap.meta.term) > MAX_SANE_RAFT_INT:
+        raise RemoteProtocolError(
+            f"{m.type.name} message: snapshot index {snap.meta.index} or term "
+            f"{snap.meta.term} is beyond 2^62"
+        )
+    t = m.type
+    if t == MessageType.APP:
+        if m.log_term > m.term:
+            raise RemoteProtocolError(f"APP message: log_term {m.log_term} above term {m.term}")
+        for i, e in enumerate(m.entries):
+            if e.index != m.index + 1 + i:
+                raise RemoteProtocolError(
+                    f"APP message: entry {i} has index {e.index}, expected {m.index + 1 + i}"
+                )
+            if e.term > m.term:
+                raise RemoteProtocolError(f"APP message: entry term {e.term} above term {m.term}")
+    elif t in (MessageType.VOTE, MessageType.PRE_VOTE):
+        if m.log_term > m.term:
+            raise RemoteProtocolError(
+                f"{t.name} message: last log term {m.log_term} above term {m.term}"
+            )
+    elif t == MessageType.SNAP:
+        if snap is None:
+            raise RemoteProtocolError("SNAP message without a snapshot")
+        if snap.meta.term > m.term:
+            raise RemoteProtocolError(
+                f"SNAP message: snapshot term {snap.meta.term} above term {m.term}"
+            )
+    for e in m.entries:
+        if max(e.index, e.term) > MAX_SANE_RAFT_INT:
+            raise RemoteProtocolError(
+                f"{t.name} message: entry index {e.index} or term {e.term} is beyond 2^62"
+            )
 
 
 # --- peer frames ---------------------------------------------------------------------------
@@ -370,6 +449,11 @@ def frame_kind(obj: Any) -> int:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _check_i64(v: Any, what: str) -> None:
+    if type(v) is not int or v < 0 or v > MAX_RAFT_INT:
+        raise RemoteProtocolError(f"{what}: expected an int in 0..2^63-1, got {_short(v)}")
 
 
 def _check_u64(v: Any, what: str) -> None:

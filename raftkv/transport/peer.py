@@ -7,9 +7,14 @@ write), so a burst of appends or heartbeats costs one syscall.  Messages to an u
 peer are dropped (Raft retransmits) and ``report_unreachable(peer_id)`` is called, as in
 etcd's rafthttp.
 
-Every connection starts with a handshake; a node of another cluster or protocol version is
-refused with a reason (logged on both sides) and the connection closed.  A malformed or
-oversized frame closes that one connection, never the transport.  SNAP messages with large
+Every connection starts with a handshake; a node of another cluster or protocol version, or
+one that is not a peer of this transport, is refused with a reason (logged on both sides) and
+the connection closed.  The handshake must arrive whole within ``handshake_timeout`` and in a
+frame of at most ``pre_handshake_max_frame`` bytes; at most ``max_inbound`` connections are
+served at once (more are closed at once).  Every received message is validated before the core
+sees it (:func:`raftkv.wire.check_message`, and its sender must be the handshaken peer, its
+recipient this node): a malformed, oversized or impossible frame closes that one connection
+with one logged line, never the transport.  SNAP messages with large
 data are streamed as ~1 MiB chunk frames and reassembled (size and CRC32 checked) before
 ``on_message`` sees them.  ``faults`` lets tests drop, delay or block traffic per link.
 """
@@ -113,6 +118,8 @@ class TransportStats:
     connections: int = 0
     handshakes_refused: int = 0
     protocol_errors: int = 0
+    connections_refused: int = 0
+    """Inbound connections closed at once because ``max_inbound`` were already open."""
 
 
 @dataclass(slots=True)
@@ -154,6 +161,8 @@ class PeerTransport:
         max_queue: int = 4096,
         connect_timeout: float = 2.0,
         handshake_timeout: float = 2.0,
+        pre_handshake_max_frame: int = wire.MAX_PRE_HANDSHAKE_FRAME,
+        max_inbound: int = 256,
         backoff_base: float = 0.05,
         backoff_max: float = 2.0,
         rng: random.Random | None = None,
@@ -172,6 +181,10 @@ class PeerTransport:
         self.max_queue = max_queue
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
+        """Seconds, in total, for a handshake (dialled or accepted) to complete."""
+        self.pre_handshake_max_frame = pre_handshake_max_frame
+        self.max_inbound = max_inbound
+        """Most inbound connections served at once (handshaking or handshaken)."""
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.rng = rng or random.Random()
@@ -209,9 +222,14 @@ class PeerTransport:
             if t is not None:
                 tasks.append(t)
         tasks.extend(self._inbound)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # asyncio.wait_for (Python 3.11) can swallow a cancellation that arrives just as what
+        # it waits for completes; a task that survived one is cancelled again.
+        pending = set(tasks)
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        await asyncio.gather(*tasks, return_exceptions=True)  # all done: collect their ends
         if self._server is not None:
             # Server.wait_closed() also waits for every accepted connection to detach; one
             # accepted while we were shutting down would make it wait for ever (a hang seen
@@ -260,6 +278,11 @@ class PeerTransport:
         if p.task is not None:
             p.task.cancel()
         return p.task
+
+    @property
+    def inbound_connections(self) -> int:
+        """Inbound connections open now (handshaking or handshaken); at most ``max_inbound``."""
+        return len(self._inbound)
 
     def is_connected(self, peer_id: int) -> bool:
         p = self._peers.get(peer_id)
@@ -356,6 +379,8 @@ class PeerTransport:
         dead = asyncio.ensure_future(reader.read(1))
         try:
             while True:
+                if p.removed.is_set():
+                    return
                 if not p.queue:
                     p.wakeup.clear()  # no await since the check: no wakeup can be lost
                     wake = asyncio.ensure_future(p.wakeup.wait())
@@ -441,10 +466,20 @@ class PeerTransport:
             # task it did not know about, and the peer would keep the connection open).
             writer.close()
             return
+        peer = writer.get_extra_info("peername")
+        if len(self._inbound) >= self.max_inbound:
+            self.stats.connections_refused += 1
+            log.warning(
+                "node %d: refusing connection from %s: %d peer connections already open",
+                self.node_id,
+                peer,
+                len(self._inbound),
+            )
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._inbound.add(task)
-        peer = writer.get_extra_info("peername")
         try:
             await self._serve(reader, writer, peer)
         except asyncio.CancelledError:
@@ -463,7 +498,9 @@ class PeerTransport:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Any
     ) -> None:
-        dec = wire.FrameDecoder(self.max_frame)
+        # Until the handshake is done, one small frame at most: an unauthenticated connection
+        # cannot make us buffer more than pre_handshake_max_frame bytes.
+        dec = wire.FrameDecoder(self.pre_handshake_max_frame)
         pending: deque[Any] = deque()
 
         async def next_frame() -> Any:
@@ -474,7 +511,20 @@ class PeerTransport:
                 pending.extend(dec.feed(data))
             return pending.popleft()
 
-        hs = wire.Handshake.from_wire(await asyncio.wait_for(next_frame(), self.handshake_timeout))
+        async def first_frame() -> Any:
+            frames: list[Any] = []
+            while not frames:
+                data = await reader.read(1 << 16)
+                if not data:
+                    raise EOFError("peer closed the connection before its handshake")
+                frames = dec.feed(data, max_frames=1)
+            return frames[0]
+
+        try:
+            first = await asyncio.wait_for(first_frame(), self.handshake_timeout)
+        except TimeoutError:
+            raise RemoteProtocolError(f"no handshake within {self.handshake_timeout:g}s") from None
+        hs = wire.Handshake.from_wire(first)
         try:
             wire.check_handshake(
                 hs,
@@ -492,6 +542,8 @@ class PeerTransport:
             return
         writer.write(wire.encode_frame(wire.handshake_reply()))
         await writer.drain()
+        dec.max_frame = self.max_frame
+        pending.extend(dec.feed(b""))
         task = asyncio.current_task()
         assert task is not None
         conns = self._inbound_from.setdefault(hs.node_id, set())
@@ -509,8 +561,10 @@ class PeerTransport:
             if kind == wire.FRAME_MSGS:
                 if len(frame) != 2 or type(frame[1]) is not list:
                     raise RemoteProtocolError("MSGS frame: expected [kind, [message, ...]]")
-                for obj in frame[1]:
-                    self._deliver(self._check(wire.message_from_wire(obj), hs.node_id))
+                # All of the batch is checked before any of it is delivered.
+                msgs = [self._check(wire.message_from_wire(obj), hs.node_id) for obj in frame[1]]
+                for m in msgs:
+                    self._deliver(m)
             elif kind == wire.FRAME_SNAP_BEGIN:
                 stream = self._begin_stream(frame, hs.node_id)
             elif kind == wire.FRAME_SNAP_CHUNK:
@@ -520,12 +574,16 @@ class PeerTransport:
                 stream = None
 
     def _check(self, m: Message, frm: int) -> Message:
+        """Refuse a message no correct peer sends (the connection is then closed)."""
         if m.type in LOCAL_MESSAGES:
             raise RemoteProtocolError(f"local message type {m.type.name} sent over the network")
         if m.frm != frm or m.to != self.node_id:
             raise RemoteProtocolError(
                 f"message {m.frm}->{m.to} on the connection of node {frm} to node {self.node_id}"
             )
+        if frm not in self._peers:
+            raise RemoteProtocolError(f"message from node {frm}, which is not a peer")
+        wire.check_message(m)
         return m
 
     def _begin_stream(self, frame: list[Any], frm: int) -> _SnapStream:

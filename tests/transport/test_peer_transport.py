@@ -236,7 +236,7 @@ async def test_large_snapshot_streamed_in_chunks(pair: tuple[Node, Node]) -> Non
 async def test_corrupt_snapshot_stream_closes_connection(pair: tuple[Node, Node]) -> None:
     a, _ = pair
     head = wire.message_to_wire(
-        Message(MessageType.SNAP, to=1, frm=2, snapshot=Snapshot(SnapshotMeta(5, 1)))
+        Message(MessageType.SNAP, to=1, frm=2, term=1, snapshot=Snapshot(SnapshotMeta(5, 1)))
     )
     r, w, _ = await raw_handshake(a.t.listen_addr, node_id=2)
     for f in (

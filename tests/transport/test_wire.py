@@ -27,28 +27,28 @@ from raftkv.raft.types import (
     SnapshotMeta,
 )
 
-u64 = st.integers(0, 2**64 - 1)
-entries = st.builds(Entry, u64, u64, st.sampled_from(EntryType), st.binary(max_size=64))
+i64 = st.integers(0, 2**63 - 1)  # raft integers are bounded to int64 at decode
+entries = st.builds(Entry, i64, i64, st.sampled_from(EntryType), st.binary(max_size=64))
 conf_states = st.builds(
     ConfState,
-    st.lists(u64, max_size=4).map(tuple),
-    st.lists(u64, max_size=2).map(tuple),
+    st.lists(i64, max_size=4).map(tuple),
+    st.lists(i64, max_size=2).map(tuple),
 )
 snapshots = st.builds(
-    Snapshot, st.builds(SnapshotMeta, u64, u64, conf_states), st.binary(max_size=64)
+    Snapshot, st.builds(SnapshotMeta, i64, i64, conf_states), st.binary(max_size=64)
 )
 messages = st.builds(
     Message,
     type=st.sampled_from(MessageType),
-    to=u64,
-    frm=u64,
-    term=u64,
-    log_term=u64,
-    index=u64,
+    to=i64,
+    frm=i64,
+    term=i64,
+    log_term=i64,
+    index=i64,
     entries=st.lists(entries, max_size=4).map(tuple),
-    commit=u64,
+    commit=i64,
     reject=st.booleans(),
-    reject_hint=u64,
+    reject_hint=i64,
     snapshot=st.none() | snapshots,
     context=st.binary(max_size=16),
 )
@@ -112,6 +112,11 @@ def test_fuzz_decoder_raises_only_protocol_errors(data: bytes) -> None:
         lambda w: [99, *w[1:]],
         lambda w: [*w[:1], -1, *w[2:]],
         lambda w: [*w[:3], 2**64, *w[4:]],
+        lambda w: [*w[:3], 2**63, *w[4:]],  # term beyond int64 (SQLite's INTEGER)
+        lambda w: [*w[:7], 2**63, *w[8:]],  # commit
+        lambda w: [*w[:6], [[2**63, 1, 0, b""]], *w[7:]],  # entry term
+        lambda w: [*w[:6], [[1, 2**63, 0, b""]], *w[7:]],  # entry index
+        lambda w: [*w[:10], [[2**63, 1, [[1], []]], b""], w[11]],  # snapshot index
         lambda w: [*w[:3], "1", *w[4:]],
         lambda w: [*w[:6], [[1, 2, 9, b""]], *w[7:]],
         lambda w: [*w[:6], [[1, 2, 0, "str"]], *w[7:]],
@@ -176,3 +181,73 @@ def test_snapshot_chunk_frames_cover_data() -> None:
     head = wire.message_from_wire(frames[0][2])
     assert head.snapshot is not None and head.snapshot.data == b""
     assert head.snapshot.meta == m.snapshot.meta  # type: ignore[union-attr]
+
+
+def test_decoder_limit_raised_after_the_first_frame() -> None:
+    """A small pre-handshake limit; what follows the handshake is checked only once raised."""
+    hs = wire.encode_frame(hello().to_wire())
+    big = wire.encode_frame(b"x" * 10_000)
+    dec = wire.FrameDecoder(max_frame=1000)
+    assert dec.feed(hs + big[:10], max_frames=1) == [hello().to_wire()]
+    dec.max_frame = 1 << 20
+    assert dec.feed(b"") == []
+    assert dec.feed(big[10:]) == [b"x" * 10_000]
+    small = wire.FrameDecoder(max_frame=1000)
+    with pytest.raises(FrameTooLarge, match="10003 bytes exceeds the limit of 1000"):
+        small.feed(big[:4])
+
+
+def _msg(t: MessageType = MessageType.APP, **kw: Any) -> Message:
+    base: dict[str, Any] = dict(to=2, frm=1, term=5, log_term=4, index=10, commit=9)
+    base.update(kw)
+    return Message(t, **base)
+
+
+@given(m=messages)
+@settings(max_examples=200, deadline=None)
+def test_check_message_refuses_only_with_a_protocol_error(m: Message) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        wire.check_message(m)
+
+
+def test_check_message_accepts_what_the_core_sends() -> None:
+    for m in [
+        _msg(entries=(Entry(4, 11, data=b"a"), Entry(5, 12, data=b"b"))),
+        _msg(entries=(), commit=2**40),  # an APP probe: commit may exceed index + entries
+        _msg(MessageType.HEARTBEAT, log_term=0, index=0, commit=7),
+        _msg(MessageType.HEARTBEAT, log_term=0, index=0, commit=wire.MAX_SANE_RAFT_INT),
+        _msg(MessageType.PRE_VOTE, term=6, log_term=5, index=20, commit=0),
+        _msg(MessageType.APP_RESP, term=5, log_term=3, index=10, reject=True, reject_hint=8),
+        _msg(MessageType.SNAP, snapshot=Snapshot(SnapshotMeta(9, 5), b"")),
+        _msg(MessageType.PROP, term=0, log_term=0, index=0, entries=(Entry(0, 0, data=b"m"),)),
+        _msg(MessageType.READ_INDEX, term=0, log_term=0, index=0, commit=0, context=b"r"),
+    ]:
+        wire.check_message(m)
+
+
+@pytest.mark.parametrize(
+    ("m", "reason"),
+    [
+        (_msg(MessageType.HEARTBEAT, term=2**62 + 1), "term .* beyond 2\\^62"),
+        (_msg(MessageType.HEARTBEAT, commit=2**62 + 1), "commit .* beyond 2\\^62"),
+        (_msg(MessageType.APP_RESP, index=2**63 - 1), "index .* beyond 2\\^62"),
+        (_msg(log_term=6), "log_term 6 above term 5"),
+        (_msg(entries=(Entry(5, 12, data=b""),)), "index 12, expected 11"),
+        (_msg(entries=(Entry(5, 11), Entry(5, 13))), "index 13, expected 12"),
+        (_msg(entries=(Entry(6, 11, data=b""),)), "entry term 6 above term 5"),
+        (_msg(MessageType.VOTE, log_term=9), "last log term 9 above term 5"),
+        (_msg(MessageType.SNAP), "without a snapshot"),
+        (_msg(MessageType.SNAP, snapshot=Snapshot(SnapshotMeta(9, 6), b"")), "term 6 above"),
+        (
+            _msg(MessageType.SNAP, snapshot=Snapshot(SnapshotMeta(2**62 + 1, 5), b"")),
+            "snapshot index .* beyond 2\\^62",
+        ),
+        (
+            _msg(MessageType.PROP, term=0, entries=(Entry(0, 2**62 + 1),)),
+            "entry index .* beyond",
+        ),
+    ],
+)
+def test_check_message_refuses_impossible_values(m: Message, reason: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=reason):
+        wire.check_message(m)
