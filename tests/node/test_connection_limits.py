@@ -218,11 +218,19 @@ async def test_idle_timeout_zero_never_closes(member: Member) -> None:
     w.close()
 
 
-def test_limits_are_validated(tmp_path: Path) -> None:
-    class FakeNode:
-        listeners: list[Any] = []
-        fsm = None
-
-    for kw in ({"max_connections": 0}, {"handshake_timeout": 0}, {"idle_timeout": -1}):
-        with pytest.raises(ValueError):
-            Server(FakeNode(), "127.0.0.1:0", **kw)  # type: ignore[arg-type]
+async def test_limits_come_from_the_node_config_and_are_validated(tmp_path: Path) -> None:
+    async with LocalCluster(
+        1, tmp_path, max_client_connections=7, client_idle_timeout=0, max_peer_connections=5
+    ) as cluster:
+        m = next(iter(cluster.members.values()))
+        assert m.node is not None and m.node.transport is not None
+        server = server_of(m)
+        assert (server.max_connections, server.idle_timeout, server.handshake_timeout) == (
+            7,
+            0,
+            10.0,
+        )
+        assert m.node.transport.inner.max_inbound == 5  # type: ignore[attr-defined]
+        for kw in ({"max_connections": 0}, {"handshake_timeout": 0}, {"idle_timeout": -1}):
+            with pytest.raises(ValueError):
+                Server(m.node, "127.0.0.1:0", **kw)
