@@ -196,10 +196,10 @@ async def test_handshake_deadline_is_total_not_per_read(
         loop = asyncio.get_running_loop()
         started = loop.time()
 
-        async def trickle() -> None:  # the attack: one byte every 0.1 s, well under 0.5 s
+        async def trickle() -> None:  # the attack: one byte every 0.2 s, well under 0.5 s
             for i in range(len(hello) - 1):
                 w.write(hello[i : i + 1])
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.2)
 
         sender = asyncio.create_task(trickle())
         try:
@@ -208,8 +208,8 @@ async def test_handshake_deadline_is_total_not_per_read(
             sender.cancel()
             w.close()
         elapsed = loop.time() - started
-        assert 0.4 < elapsed < 0.5 + 1.5  # closed at the deadline, not trickled on
-        assert len(hello) - 1 > 20  # the trickle alone would have lasted over 2 s
+        assert 0.4 < elapsed < 3.0  # closed at the deadline, not trickled on
+        assert len(hello) - 1 > 20  # the trickle alone would have lasted over 4 s
         lines = warnings_about(caplog, "no handshake within 0.5s")
         assert len(lines) == 1 and lines[0].exc_info is None
         assert a.msgs == []
