@@ -254,3 +254,14 @@ def test_serve_has_the_connection_flags_and_refuses_bad_values(tmp_path: Path) -
     for bad in ("--max-client-connections=0", "--client-idle-timeout=-1"):
         res = runner.invoke(serve, [*base, bad])
         assert res.exit_code == 2 and "--max-client-connections must be" in res.output
+
+
+async def test_client_reconnects_after_its_idle_connection_is_closed(member: Member) -> None:
+    server = server_of(member)
+    server.idle_timeout = 0.3
+    async with raftkv.Client([member.client_addr], keepalive_interval=None) as c:
+        await c.put(b"a", b"1")
+        await until(lambda: len(server._conns) == 0)  # closed as idle
+        await c.put(b"b", b"2")
+        assert (await c.get(b"b")).kvs[0].value == b"2"
+    assert server.connections_timed_out >= 1
