@@ -4,6 +4,7 @@ See docs/raft.md for the Ready contract and the invariants.
 """
 
 from raftkv.raft.config import MUTATIONS, Config
+from raftkv.raft.log import LogLost
 from raftkv.raft.rawnode import PeerStatus, RawNode, Status
 from raftkv.raft.storage import LogStorage, MemoryStorage
 from raftkv.raft.types import (
@@ -34,6 +35,7 @@ __all__ = [
     "Entry",
     "EntryType",
     "HardState",
+    "LogLost",
     "LogStorage",
     "MemoryStorage",
     "Message",

@@ -6,9 +6,31 @@ part from a ``Ready`` and the core then marks it stable (``stable_to``).
 
 from __future__ import annotations
 
-from raftkv.errors import Compacted, Unavailable
+from raftkv.errors import Compacted, CorruptionError, Unavailable
 from raftkv.raft.storage import LogStorage, limit_size
 from raftkv.raft.types import Entry, Snapshot
+
+
+class LogLost(CorruptionError):
+    """The leader says entries are committed that this member's log does not hold.
+
+    The leader only ever sends a follower a commit index up to what that follower has
+    acknowledged (``min(match, committed)``), so a commit beyond our last index means entries
+    we acknowledged are gone: a truncated WAL, a data dir rolled back to an older copy, a disk
+    that lost acknowledged writes.  etcd panics here ("tocommit is out of range ... was the
+    raft log corrupted, truncated, or lost?").  The core raises this and changes nothing; the
+    application must stop this member from participating (it must not vote, acknowledge or
+    serve reads) until an operator replaces it with an empty one.
+    """
+
+    def __init__(self, to_commit: int, last_index: int) -> None:
+        super().__init__(
+            f"commit index {to_commit} from the leader is beyond the last log index "
+            f"{last_index}: entries this member acknowledged are missing (was the raft log "
+            "truncated, rolled back or lost?)"
+        )
+        self.to_commit = to_commit
+        self.last_index = last_index
 
 
 class Unstable:
@@ -195,9 +217,7 @@ class RaftLog:
     def commit_to(self, to_commit: int) -> None:
         if self.committed < to_commit:
             if self.last_index() < to_commit:
-                raise AssertionError(
-                    f"to_commit {to_commit} is out of range [last index {self.last_index()}]"
-                )
+                raise LogLost(to_commit, self.last_index())
             self.committed = to_commit
 
     def maybe_commit(self, max_index: int, term: int) -> bool:

@@ -8,6 +8,9 @@ Ongaro's thesis "Consensus: Bridging Theory and Practice" (2014) unless noted.
 
 Broken invariants raise ``AssertionError`` and are never caught; expected conditions raise the
 typed errors of :mod:`raftkv.errors` (``NotLeader``, ``ProposalDropped``, ``ConfChangeRefused``).
+A leader's commit index beyond our log (acknowledged entries lost from this member's disk)
+raises :class:`~raftkv.raft.log.LogLost` from ``step``, with nothing changed: the application
+must take the member out of service.
 """
 
 from __future__ import annotations

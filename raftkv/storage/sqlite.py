@@ -11,6 +11,11 @@ on the next one: that is the group commit.
 If a commit ever fails the store is poisoned: every later write raises
 :class:`StorageError`.  Retrying after a failed fsync is unsafe (the kernel may have dropped
 the dirty pages), so the node must restart and recover from what is really on disk.
+
+Every group commit that moves the log end or the term/vote also moves the high-water mark in
+``raft.hwm`` (:mod:`raftkv.storage.hwm`), outside the database, before its callers are woken.
+Opening a database that is behind its mark (a truncated or lost WAL) raises
+:class:`~raftkv.storage.hwm.StorageLoss`: this member lost writes it may have acknowledged.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from raftkv.raft.types import (
     SnapshotMeta,
 )
 from raftkv.storage import failpoints, snapfile
+from raftkv.storage.hwm import HighWater, HighWaterMark, StorageLoss, check
 
 log = logging.getLogger("raftkv.storage")
 
@@ -110,6 +116,7 @@ class StorageStats:
     entries_written: int = 0
     snapshots_written: int = 0
     max_batch: int = 0
+    hwm_writes: int = 0
 
 
 # --- queued write operations ---------------------------------------------------------------
@@ -207,6 +214,8 @@ class SQLiteStorage:
         mirror: _Mirror,
         meta: dict[str, MetaValue],
         keep_snapshots: int,
+        hwm: HighWaterMark | None = None,
+        loss: StorageLoss | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.snap_dir = data_dir / SNAP_DIR
@@ -219,6 +228,10 @@ class SQLiteStorage:
         self._wakeup = asyncio.Event()
         self._failed: BaseException | None = None
         self._closed = False
+        self._hwm = hwm
+        self.loss = loss
+        """Set (instead of raised) by ``open(allow_loss=True)``: the store is behind its
+        high-water mark; it can be read (status) but refuses every write."""
         # Projection of the state once everything queued is durable (for validation).
         self._proj_last = mirror.last_index()
         self._proj_offset = mirror.ents[0].index
@@ -238,12 +251,16 @@ class SQLiteStorage:
         cluster_id: int | None = None,
         node_id: int | None = None,
         keep_snapshots: int = 3,
+        allow_loss: bool = False,
     ) -> SQLiteStorage:
         """Open (or create) the store in ``data_dir``: verify the log, load the snapshot.
 
         ``conf_state`` is the bootstrap membership, used only when the store is new.
         ``cluster_id``/``node_id`` are recorded on first open and checked afterwards, so a
         data directory cannot be started as another node or in another cluster.
+
+        A database behind its high-water mark raises :class:`StorageLoss`, or with
+        ``allow_loss`` opens read-only with :attr:`loss` set (so the node can report it).
         """
         if keep_snapshots < 1:
             raise ValueError("keep_snapshots must be >= 1")
@@ -252,10 +269,18 @@ class SQLiteStorage:
         db = await aiosqlite.connect(root / DB_NAME, isolation_level=None)
         try:
             mirror, meta = await _load(db, root, conf_state or ConfState(), cluster_id, node_id)
+            hs = mirror.hard_state
+            found = HighWater(mirror.last_index(), hs.term, hs.vote, hs.commit)
+            hwm, loss = await asyncio.to_thread(_open_hwm, root, found)
         except BaseException:
             await db.close()
             raise
-        return cls(root, db, mirror, meta, keep_snapshots)
+        if loss is not None and not allow_loss:
+            if hwm is not None:
+                hwm.close()
+            await db.close()
+            raise loss
+        return cls(root, db, mirror, meta, keep_snapshots, hwm, loss)
 
     # --- LogStorage (synchronous, reads the mirror only) -----------------------------------
 
@@ -303,6 +328,16 @@ class SQLiteStorage:
 
     def get_meta(self, key: str, default: MetaValue = None) -> MetaValue:
         return self._meta.get(key, default)
+
+    @property
+    def failed(self) -> BaseException | None:
+        """Why the store refuses writes (a failed commit, detected loss); None if it is fine."""
+        return self._failed or self.loss
+
+    @property
+    def high_water(self) -> HighWater | None:
+        """The durable high-water mark as last written (None if there is no mark file)."""
+        return self._hwm.value if self._hwm is not None else None
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -395,10 +430,14 @@ class SQLiteStorage:
         with contextlib.suppress(Exception):  # never swallow our own cancellation
             await self._writer
         await self._db.close()
+        if self._hwm is not None:
+            self._hwm.close()
 
     # --- the writer ------------------------------------------------------------------------
 
     def _enqueue_check(self) -> asyncio.Future[None]:
+        if self.loss is not None:
+            raise StorageError(f"storage lost acknowledged writes, refusing writes: {self.loss}")
         if self._failed is not None:
             raise StorageError(f"storage failed earlier and must be reopened: {self._failed}")
         if self._closed:
@@ -456,22 +495,33 @@ class SQLiteStorage:
                     failpoints.hit("snapshot_install")
         # 2. one transaction for the whole batch, run start to finish on the database's own
         # thread in a single hop (not one event-loop round trip per statement).
+        low = _lowest_end(batch)
         run_on_db = getattr(self._db, "_execute", None)
         if run_on_db is not None:
-            await run_on_db(self._commit_sql, batch)
+            await run_on_db(self._commit_sql, batch, low)
         else:  # pragma: no cover - an aiosqlite without the internal hook
             conn = self._db._conn
-            await asyncio.to_thread(self._commit_sql_checked, conn, batch)
+            await asyncio.to_thread(self._commit_sql_checked, conn, batch, low)
         failpoints.hit("after_commit")
         self.stats.transactions += 1
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
 
-    def _commit_sql(self, batch: list[_Op]) -> None:
+    def _commit_sql(self, batch: list[_Op], low: int | None) -> None:
         """The SQL of one batch, in one transaction; runs on the database thread."""
         conn = self._db._conn
-        self._commit_sql_checked(conn, batch)
+        self._commit_sql_checked(conn, batch, low)
 
-    def _commit_sql_checked(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+    def _commit_sql_checked(
+        self, conn: sqlite3.Connection, batch: list[_Op], low: int | None
+    ) -> None:
+        """One transaction, bracketed by the high-water mark: lowered first if the batch may
+        shorten the log below it, raised after COMMIT to what the transaction left (so the
+        mark is never ahead of the database, and covers the batch before anyone is woken)."""
+        hwm = self._hwm
+        if hwm is not None and low is not None and low < hwm.value.last_index:
+            old = hwm.value
+            hwm.write(HighWater(low, old.term, old.vote, old.commit))
+            self.stats.hwm_writes += 1
         conn.execute("BEGIN IMMEDIATE")
         try:
             snap_index = self._m.snapshot.meta.index
@@ -510,11 +560,25 @@ class SQLiteStorage:
                 " (SELECT log_offset FROM raft_state WHERE id = 0)))"
             )
             failpoints.hit("before_commit")
+            after: HighWater | None = None
+            if hwm is not None:
+                (last,) = conn.execute("SELECT last_idx FROM log_tail WHERE id = 0").fetchone()
+                term, vote, commit = conn.execute(
+                    "SELECT term, vote, commit_idx FROM raft_state WHERE id = 0"
+                ).fetchone()
+                after = HighWater(int(last), int(term), int(vote), int(commit))
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             raise
+        if hwm is not None and after is not None:
+            old = hwm.value
+            # A commit index alone moving does not need a write (it is not what a member
+            # acknowledges); it rides along with the next one.
+            if (after.last_index, after.term, after.vote) != (old.last_index, old.term, old.vote):
+                hwm.write(after)
+                self.stats.hwm_writes += 1
 
     def _write_saves(self, conn: sqlite3.Connection, group: list[_Save], snap_index: int) -> int:
         """Write consecutive saves as their net effect: one DELETE, one INSERT batch."""
@@ -603,6 +667,49 @@ class SQLiteStorage:
 
 
 # --- open helpers ----------------------------------------------------------------------------
+
+
+def _lowest_end(batch: list[_Op]) -> int | None:
+    """The lowest the log end may drop to while ``batch`` commits (None: it cannot drop).
+
+    Only a save can shorten the log: entries that replace a suffix, or a leader's snapshot
+    that replaces the whole log.  Conservative: a snapshot that turns out stale counts too.
+    """
+    low: int | None = None
+    for op in batch:
+        if not isinstance(op, _Save):
+            continue
+        if op.snapshot is not None:
+            i = op.snapshot.meta.index
+            low = i if low is None else min(low, i)
+        if op.entries:
+            i = op.entries[0].index - 1
+            low = i if low is None else min(low, i)
+    return low
+
+
+def _open_hwm(root: Path, found: HighWater) -> tuple[HighWaterMark, StorageLoss | None]:
+    """Open (or create) the high-water mark and compare the database with it."""
+    hwm, mark = HighWaterMark.open(root)
+    if hwm is None or mark is None:
+        if found != HighWater(0, 0, 0, 0):
+            log.warning(
+                "no high-water mark in %s (a data dir from an older version?): created at "
+                "last index %d, term %d",
+                root,
+                found.last_index,
+                found.term,
+            )
+        return HighWaterMark.create(root, found), None
+    why = check(found, mark)
+    if why is None:
+        return hwm, None
+    return hwm, StorageLoss(
+        f"storage lost acknowledged writes: {why} (high-water mark in {hwm.path}); the WAL "
+        "was truncated or lost, or the disk dropped writes",
+        found,
+        mark,
+    )
 
 
 def _prepare_dirs(root: Path) -> None:
