@@ -411,6 +411,27 @@ class SQLiteStorage:
         self._push(_SetMeta(dict(items), fut))
         await fut
 
+    async def mark_lost(self, acknowledged: int) -> None:
+        """Record that this store once held entries up to ``acknowledged`` that it no longer
+        holds (the leader's commit index proved it): raise the high-water mark to that index
+        so the store is refused on every later open too, and refuse every write from now on.
+        A member that lost acknowledged state stays out of service until it is replaced."""
+        hs = self._m.hard_state
+        found = HighWater(self._m.last_index(), hs.term, hs.vote, hs.commit)
+        old = self._hwm.value if self._hwm is not None else found
+        mark = HighWater(max(acknowledged, old.last_index), old.term, old.vote, old.commit)
+        if self.loss is None:
+            why = check(found, mark) or f"the leader's commit index {acknowledged} was lost"
+            self.loss = StorageLoss(f"storage lost acknowledged writes: {why}", found, mark)
+        hwm = self._hwm
+        if hwm is None or self._closed:
+            return
+        run_on_db = getattr(self._db, "_execute", None)
+        if run_on_db is not None:  # after any commit in flight on the database thread
+            await run_on_db(hwm.write, mark)
+        else:  # pragma: no cover - an aiosqlite without the internal hook
+            await asyncio.to_thread(hwm.write, mark)
+
     async def save_snapshot_file(self, snap: Snapshot) -> Path:
         """Write ``snap`` to ``snap/`` atomically (temp, fsync, rename, fsync dir)."""
         path = await asyncio.to_thread(snapfile.write_file, self.snap_dir, snap)
@@ -517,6 +538,8 @@ class SQLiteStorage:
         """One transaction, bracketed by the high-water mark: lowered first if the batch may
         shorten the log below it, raised after COMMIT to what the transaction left (so the
         mark is never ahead of the database, and covers the batch before anyone is woken)."""
+        if self.loss is not None:  # checked on the database thread: nothing after mark_lost
+            raise StorageError(f"storage lost acknowledged writes, refusing writes: {self.loss}")
         hwm = self._hwm
         if hwm is not None and low is not None and low < hwm.value.last_index:
             old = hwm.value

@@ -284,6 +284,16 @@ async def test_a_rolled_back_data_dir_takes_the_member_out_of_service(
             assert "raftkv member remove" in msg and "raftkv member add" in msg
             assert lines[0].exc_info is None
 
+            # The verdict survives a restart: the mark now covers what it acknowledged.
+            lost_at = node.fatal.to_commit
+            await _until(
+                lambda: (node.storage.high_water or HighWater(0, 0, 0, 0)).last_index >= lost_at
+            )
+            await cl.stop_member(victim.name)
+            again = await cl.start_member(victim.name)
+            assert again.node is not None and isinstance(again.node.fatal, StorageLoss)
+            assert again.node.health()[0] is False
+            node = again.node
             # The recovery the line names: remove it, empty its data dir, add it back.
             lead = await cl.wait_leader()
             assert lead.node is not None
