@@ -1203,7 +1203,7 @@ class Garbage:
         per_kind: int = 6,
         max_idle: int = MAX_IDLE,
         max_slow: int = MAX_SLOW,
-        concurrency: int = 4,
+        concurrency: int = 8,
         rounds: int = 3,
     ) -> None:
         self.per_kind = per_kind
