@@ -15,6 +15,15 @@ State comes in two kinds (see docs/api.md, "Leases"):
 
 Expiry is decided by the leader (:meth:`Lessor.expired` returns ids it must propose as a
 :class:`~raftkv.api.LeaseExpireRequest`) and happens on every member when that entry applies.
+
+Scale (100,000 leases): the leader keeps two heaps, of deadlines and of the times each lease
+next needs a checkpoint, with about one live entry per lease (a renewal does not push a new
+one), so :meth:`Lessor.expired` and :meth:`Lessor.checkpoint` touch only the leases that came
+due, never every lease.  A budget is recorded again only once it changed materially
+(:meth:`Lessor.material_drop`: a quarter of the TTL, between 1 s and 15 min), in entries of at
+most ``checkpoint_batch`` (1,000) leases: an idle lease of TTL 2 h is recorded 4 times an hour.
+A member that stayed up ages each record on its own clock, so its view is exact; only a member
+that restarted since the record over-reads an unrenewed lease, by at most that drop.
 """
 
 from __future__ import annotations
@@ -53,8 +62,24 @@ class LeaseConfig:
     stalled; deadlines are pushed back by the gap (clients could not renew meanwhile).  Off by
     default; a node that calls :meth:`Lessor.expired` every tick should set a few ticks."""
     checkpoint_min_drop: float = 1.0
-    """:meth:`Lessor.checkpoint` reports a lease only if its budget dropped at least this much
-    since the last recorded checkpoint (bounds the log traffic)."""
+    """The smallest change of a budget that :meth:`Lessor.checkpoint` reports (see
+    :meth:`Lessor.material_drop`)."""
+    checkpoint_drop_fraction: float = 0.25
+    """:meth:`Lessor.checkpoint` reports an unrenewed lease once its budget dropped this
+    fraction of its TTL below the recorded one (at least ``checkpoint_min_drop``, at most
+    ``checkpoint_max_drop``): an unrenewed lease is recorded about ``1 / fraction`` times in
+    its life, whatever its TTL."""
+    checkpoint_max_drop: float = 900.0
+    """The cap on the drop that triggers a checkpoint, for long TTLs: a lease is recorded at
+    least every this many seconds (100,000 idle leases: 400,000 records, ~6.4 MB of log an
+    hour)."""
+    checkpoint_batch: int = 1000
+    """At most this many leases per :class:`~raftkv.api.LeaseCheckpointRequest` (etcd's
+    ``maxLeaseCheckpointBatchSize``); :meth:`Lessor.checkpoint` returns one batch per call."""
+    checkpoint_retry_interval: float = 3.0
+    """A lease reported by :meth:`Lessor.checkpoint` is looked at again after this many seconds
+    (its entry may have been lost with a leader change); if its record was applied meanwhile
+    it is not reported again."""
 
 
 class Lease:
@@ -62,7 +87,9 @@ class Lease:
 
     __slots__ = (
         "budget_deadline",
+        "cp_at",
         "deadline",
+        "heap_at",
         "id",
         "keys",
         "recorded_at",
@@ -81,6 +108,12 @@ class Lease:
         self.deadline: float | None = None
         self.budget_deadline: float | None = None
         self.retry_at = -math.inf
+        # Leader-local: the key of this lease's one live entry in the expiry heap and in the
+        # checkpoint heap (inf: none).  An entry may come due early; it is then re-pushed at
+        # the lease's real time, so each heap holds about one entry per lease however often
+        # the lease is renewed.
+        self.heap_at = math.inf
+        self.cp_at = math.inf
         # Member-local (never replicated, never hashed): this member's clock when it applied
         # the entry that recorded ``remaining``; None if unknown (restored from a snapshot).
         self.recorded_at: float | None = None
@@ -101,9 +134,14 @@ class Lessor:
         self._next_id = 1
         # leader-local
         self._primary = False
-        self._heap: list[tuple[float, int]] = []  # (deadline, id), lazily invalidated
+        self._heap: list[tuple[float, int]] = []  # (time, id): expiry, see Lease.heap_at
+        self._cp_heap: list[tuple[float, int]] = []  # (time, id): checkpoint, Lease.cp_at
         self._last_now: float | None = None
         self._unclocked: set[int] = set()  # leases the leader has not started a clock for
+        self.checkpoint_looks = 0
+        """Leader-local count of leases :meth:`checkpoint` examined (all calls together)."""
+        self.expiry_looks = 0
+        """Leader-local count of leases :meth:`expired` examined (all calls together)."""
         self.apply_clock: float | None = None
         """Member-local: the node sets this to its lease clock before applying each entry, so
         a recorded budget carries *when* this member learned it (see :meth:`promote`)."""
@@ -154,6 +192,8 @@ class Lessor:
             if lease is not None:
                 lease.remaining = min(max(cp.remaining_ttl, 0.0), float(lease.ttl))
                 lease.recorded_at = self.apply_clock
+                if self._primary:
+                    self._schedule_checkpoint(lease)
 
     def apply_keep_alive(self, lease_id: int) -> Lease:
         """A keep-alive that went through the log: budget back to the full TTL; the leader
@@ -189,7 +229,68 @@ class Lessor:
     def _set_clock(self, lease: Lease, deadline: float, budget_deadline: float) -> None:
         lease.deadline = deadline
         lease.budget_deadline = budget_deadline
-        heapq.heappush(self._heap, (deadline, lease.id))
+        self._push_expiry(lease, deadline)
+        self._schedule_checkpoint(lease)
+
+    def _push_expiry(self, lease: Lease, at: float) -> None:
+        """Make sure the expiry heap looks at ``lease`` no later than ``at`` (an earlier live
+        entry is kept: when it comes due the lease is re-pushed at its real deadline)."""
+        if at < lease.heap_at:
+            lease.heap_at = at
+            heapq.heappush(self._heap, (at, lease.id))
+            if len(self._heap) > 2 * len(self._leases) + 1024:
+                self._heap = self._compacted(self._heap, "heap_at")
+
+    def _push_checkpoint(self, lease: Lease, at: float) -> None:
+        """Make sure :meth:`checkpoint` looks at ``lease`` no later than ``at``."""
+        if at < lease.cp_at:
+            lease.cp_at = at
+            heapq.heappush(self._cp_heap, (at, lease.id))
+            if len(self._cp_heap) > 2 * len(self._leases) + 1024:
+                self._cp_heap = self._compacted(self._cp_heap, "cp_at")
+
+    def _compacted(self, heap: list[tuple[float, int]], field: str) -> list[tuple[float, int]]:
+        """``heap`` without its superseded entries (amortized: run when it is twice too big)."""
+        leases = self._leases
+        live = [
+            (at, lid)
+            for at, lid in heap
+            if (lease := leases.get(lid)) is not None and getattr(lease, field) == at
+        ]
+        heapq.heapify(live)
+        return live
+
+    def material_drop(self, ttl: int) -> float:
+        """How far a lease's budget must fall below its recorded one before
+        :meth:`checkpoint` reports it: ``ttl * checkpoint_drop_fraction``, at least
+        ``checkpoint_min_drop``, at most ``checkpoint_max_drop``.  This is also the most a
+        member that restarted (and so cannot age the record on its own clock) may over-read
+        an unrenewed lease's budget if it becomes the leader."""
+        c = self.config
+        drop = min(c.checkpoint_max_drop, ttl * c.checkpoint_drop_fraction)
+        return max(c.checkpoint_min_drop, drop)
+
+    def _stale_threshold(self, ttl: int) -> float:
+        return max(self.config.checkpoint_min_drop, ttl / 3)
+
+    def _drop_due(self, lease: Lease) -> float:
+        """When the budget on this leader's clock will have dropped :meth:`material_drop`
+        below the recorded one (inf: never, the record is already within it of zero)."""
+        assert lease.budget_deadline is not None
+        slack = lease.remaining - self.material_drop(lease.ttl)
+        return math.inf if slack <= 0 else lease.budget_deadline - slack
+
+    def _schedule_checkpoint(self, lease: Lease) -> None:
+        """Leader-local: (re)schedule ``lease`` in the checkpoint heap after its clock or its
+        record changed.  A renewed lease whose aged record may be too low comes due at once;
+        otherwise it comes due when its budget has dropped materially (that time only moves
+        when the clock or the record changes, so nothing needs to be scanned meanwhile)."""
+        if not self._primary or lease.budget_deadline is None:
+            return
+        stale = lease.recorded_at is not None and lease.budget_deadline >= (
+            lease.recorded_at + lease.remaining + self._stale_threshold(lease.ttl)
+        )
+        self._push_checkpoint(lease, -math.inf if stale else self._drop_due(lease))
 
     def _observe(self, now: float) -> None:
         """Start clocks of leases granted since the last call; absorb a leader stall."""
@@ -197,12 +298,17 @@ class Lessor:
         if last is not None and now - last > self.config.stall_threshold:
             gap = now - last
             self._heap = []
+            self._cp_heap = []
             for lease in self._leases.values():
+                lease.heap_at = lease.cp_at = math.inf
                 if lease.deadline is not None and lease.budget_deadline is not None:
                     lease.deadline += gap
                     lease.budget_deadline += gap
+                    lease.heap_at = lease.deadline
                     self._heap.append((lease.deadline, lease.id))
             heapq.heapify(self._heap)
+            for lease in self._leases.values():
+                self._schedule_checkpoint(lease)
         self._last_now = now if last is None else max(last, now)
         for lease_id in sorted(self._unclocked):
             fresh = self._leases.get(lease_id)
@@ -222,30 +328,61 @@ class Lessor:
         leader counts against the lease, so a lease whose leader dies mid-TTL still expires
         about TTL after its last renewal, not TTL after the election (etcd 9395)."""
         self._primary = True
-        self._heap = []
         self._last_now = now
         self._unclocked.clear()
         charges: list[LeaseCheckpoint] = []
+        heap: list[tuple[float, int]] = []
+        cp_heap: list[tuple[float, int]] = []
+        inf = math.inf
+        # One pass, both heaps heapified at the end (O(n) once per election; this runs on
+        # the event loop, so the per-lease work is kept inline).
         for lease in self._leases.values():
-            lease.retry_at = -math.inf
+            lease.retry_at = -inf
             base = lease.effective_remaining(now)
-            charged = max(0.0, base - extend)
             if base > 0:
-                self._set_clock(lease, now + base + extend, now + charged)
+                charged = base - extend if base > extend else 0.0
+                lease.deadline = deadline = now + base + extend
+                lease.budget_deadline = budget_deadline = now + charged
             else:
-                self._set_clock(lease, now, now)
+                charged = 0.0
+                lease.deadline = lease.budget_deadline = deadline = budget_deadline = now
+            lease.heap_at = deadline
+            heap.append((deadline, lease.id))
+            # As _schedule_checkpoint; a fresh clock is never stale (its budget is at most
+            # the aged record), so only the material drop can make it due.
+            slack = lease.remaining - self.material_drop(lease.ttl)
+            if slack > 0:
+                lease.cp_at = due = budget_deadline - slack
+                cp_heap.append((due, lease.id))
+            else:
+                lease.cp_at = inf
             charges.append(LeaseCheckpoint(lease.id, charged))
+        heapq.heapify(heap)
+        heapq.heapify(cp_heap)
+        self._heap = heap
+        self._cp_heap = cp_heap
         return LeaseCheckpointRequest(tuple(charges)) if charges else None
+
+    def batches(self, req: LeaseCheckpointRequest) -> list[LeaseCheckpointRequest]:
+        """``req`` split into entries of at most ``checkpoint_batch`` leases (for the
+        promotion charge, which lists every lease)."""
+        size = max(1, self.config.checkpoint_batch)
+        cps = req.checkpoints
+        if len(cps) <= size:
+            return [req]
+        return [LeaseCheckpointRequest(cps[i : i + size]) for i in range(0, len(cps), size)]
 
     def demote(self) -> None:
         """Stop being the lease authority (leadership lost); the clocks are dropped."""
         self._primary = False
         self._heap = []
+        self._cp_heap = []
         self._last_now = None
         self._unclocked = set(self._leases)
         for lease in self._leases.values():
             lease.deadline = lease.budget_deadline = None
             lease.retry_at = -math.inf
+            lease.heap_at = lease.cp_at = math.inf
 
     def renew(self, lease_id: int, now: float) -> tuple[int, LeaseCheckpointRequest | None]:
         """Keep-alive served by the leader: the lease runs its full TTL again from ``now``.
@@ -281,48 +418,73 @@ class Lessor:
         if not self._primary:
             return []
         self._observe(now)
-        heap = self._heap
         out: list[int] = []
-        retry: list[tuple[float, int]] = []
         limit = self.config.max_expire_per_call
-        while heap and heap[0][0] <= now and len(out) < limit:
-            deadline, lease_id = heapq.heappop(heap)
+        # Touches only entries that came due: O(expired + renewed since), never every lease.
+        while self._heap and self._heap[0][0] <= now and len(out) < limit:
+            at, lease_id = heapq.heappop(self._heap)
             lease = self._leases.get(lease_id)
-            if lease is None or lease.deadline != deadline:
-                continue  # revoked, or superseded by a newer clock
-            if lease.retry_at > now:
-                retry.append((deadline, lease_id))
-                continue
-            lease.retry_at = now + self.config.expire_retry_interval
-            out.append(lease_id)
-            retry.append((deadline, lease_id))
-        for item in retry:
-            heapq.heappush(heap, item)
+            if lease is None or lease.heap_at != at:
+                continue  # revoked, or a superseded entry
+            lease.heap_at = math.inf
+            if lease.deadline is None:
+                continue  # clock dropped; re-pushed when it restarts
+            self.expiry_looks += 1
+            if lease.deadline > now:
+                self._push_expiry(lease, lease.deadline)  # renewed since this entry
+            elif lease.retry_at > now:
+                self._push_expiry(lease, lease.retry_at)  # its LeaseExpire is on its way
+            else:
+                lease.retry_at = now + self.config.expire_retry_interval
+                out.append(lease_id)
+                self._push_expiry(lease, lease.retry_at)
         return out
 
     def checkpoint(self, now: float) -> LeaseCheckpointRequest | None:
         """Budgets to record through the log (call periodically while leader).
 
-        A lease is reported when its budget on this leader's clock is at least
-        ``checkpoint_min_drop`` below the recorded one (so a new leader cannot extend it), or
-        — for a lease renewed by leader-local keep-alives — when the record, aged by the time
-        since it was applied, has fallen a third of the TTL below the real budget (so a new
-        leader does not expire a lease its holder kept renewing)."""
+        Only leases whose remaining TTL changed materially since the record in the log are
+        reported, at most ``checkpoint_batch`` per call (ordered by id; the rest come in the
+        next calls):
+
+        * a lease whose budget on this leader's clock is :meth:`material_drop` below the
+          recorded one (so a member that restarted, and cannot age the record on its own
+          clock, does not extend the lease by more than that if it becomes the leader);
+        * a lease renewed by leader-local keep-alives (or moved by a stall) whose record, aged
+          by the time since it was applied, has fallen a third of the TTL below the real
+          budget (so a new leader does not expire a lease its holder kept renewing).
+
+        Each lease sits in a heap at the time it next needs a look, and that time changes only
+        when its clock or its record does: a call touches the leases that came due, not every
+        lease (an idle leader with N leases does O(1) work per call between checkpoints)."""
         if not self._primary:
             return None
         self._observe(now)
         out: list[LeaseCheckpoint] = []
-        for lease_id in sorted(self._leases):
-            lease = self._leases[lease_id]
+        limit = max(1, self.config.checkpoint_batch)
+        retry = now + self.config.checkpoint_retry_interval
+        while self._cp_heap and self._cp_heap[0][0] <= now and len(out) < limit:
+            at, lease_id = heapq.heappop(self._cp_heap)
+            lease = self._leases.get(lease_id)
+            if lease is None or lease.cp_at != at:
+                continue  # revoked, or a superseded entry
+            lease.cp_at = math.inf
             if lease.budget_deadline is None:
-                continue
+                continue  # clock dropped; rescheduled when it restarts
+            self.checkpoint_looks += 1
             budget = max(0.0, lease.budget_deadline - now)
-            dropped = budget <= lease.remaining - self.config.checkpoint_min_drop
+            dropped = budget <= lease.remaining - self.material_drop(lease.ttl)
             stale = lease.recorded_at is not None and budget >= lease.effective_remaining(
                 now
-            ) + max(self.config.checkpoint_min_drop, lease.ttl / 3)
+            ) + self._stale_threshold(lease.ttl)
             if dropped or stale:
                 out.append(LeaseCheckpoint(lease_id, budget))
+                # Looked at again if the record has not been applied by then.
+                self._push_checkpoint(lease, retry)
+            else:
+                due = self._drop_due(lease)
+                self._push_checkpoint(lease, due if due > now else retry)
+        out.sort(key=lambda cp: cp.id)
         return LeaseCheckpointRequest(tuple(out)) if out else None
 
     # --- persistence ----------------------------------------------------------------------
