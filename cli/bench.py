@@ -1,5 +1,5 @@
-"""``raftkv benchmark put|range|txn|failover|watch|lease-keepalive|restart|pysyncobj`` and
-``raftkv check perf``.
+"""``raftkv benchmark put|range|txn|failover|watch|lease-keepalive|lease-scale|restart|
+pysyncobj`` and ``raftkv check perf``.
 
 The commands live here and are attached to the ``benchmark`` group and the root group at the
 end of :mod:`cli.main`.  Reports go to stdout, progress bars to stderr.
@@ -414,6 +414,41 @@ def bench_lease_keepalive(
         sys.exit(1)
 
 
+@click.command("lease-scale")
+@click.option("--leases", default=100_000, show_default=True, help="Leases to grant.")
+@click.option("--ttl", default=7200, show_default=True, help="Lease TTL in seconds.")
+@click.option("--clients", default=256, show_default=True, help="Logical clients granting.")
+@click.option("--conns", default=4, show_default=True, help="Connections.")
+@click.option("--idle", default=60.0, show_default=True, help="Idle seconds measured after.")
+@click.option("--nodes", default=3, show_default=True, help="Cluster size.")
+def bench_lease_scale(
+    leases: int, ttl: int, clients: int, conns: int, idle: float, nodes: int
+) -> None:
+    """Start a NODES-member cluster of 'raftkv serve' processes, grant LEASES leases (time,
+    errors, elections), leave it idle for IDLE seconds and report the leader's CPU, RSS and
+    log growth (entries and bytes read from its raft.db, extrapolated to an hour).  Exits 1
+    on a failed grant or a lost lease."""
+    from raftkv.bench.lease import run_lease_scale
+    from raftkv.bench.procs import spawned_cluster
+
+    with spawned_cluster(nodes) as cluster, _bar(leases, "lease grant") as bar:
+        r = run(
+            run_lease_scale(
+                cluster,
+                leases=leases,
+                ttl=ttl,
+                clients=clients,
+                conns=conns,
+                idle=idle,
+                progress=bar.update,
+            )
+        )
+    for line in r.lines():
+        click.echo(line)
+    if r.grant_errors or r.alive_after != r.sampled:
+        sys.exit(1)
+
+
 @click.command("restart")
 @click.option("--keys", default=100_000, show_default=True, help="Keys to load.")
 @click.option("--val-size", default=100, show_default=True)
@@ -627,6 +662,7 @@ BENCHMARK_COMMANDS = (
     bench_failover,
     bench_watch,
     bench_lease_keepalive,
+    bench_lease_scale,
     bench_restart,
     bench_pysyncobj,
 )

@@ -132,6 +132,27 @@ def _parse_cluster_id(value: str | None) -> int | None:
     metavar="B",
     help="Token-bucket size of the rate limits (0 = one second's worth of the rate).",
 )
+@click.option(
+    "--max-reply-bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest range or txn reply; beyond it ReplyTooLarge (page with --limit).",
+)
+@click.option(
+    "--max-client-connections",
+    default=1024,
+    show_default=True,
+    metavar="N",
+    help="Most client connections open at once; more are closed at once.",
+)
+@click.option(
+    "--client-idle-timeout",
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a client connection without a request, watch or stream for this long (0 = never).",
+)
 def serve(
     name: str,
     data_dir: Path,
@@ -157,6 +178,9 @@ def serve(
     rate_limit_per_conn: float,
     rate_limit_per_node: float,
     burst: int,
+    max_reply_bytes: int,
+    max_client_connections: int,
+    client_idle_timeout: float,
 ) -> None:
     """Run one raftkv member until SIGTERM or Ctrl-C."""
     from raftkv.admission import AdmissionConfig
@@ -168,6 +192,10 @@ def serve(
     setup_logging(log_format, log_level)
     if min(rate_limit_per_conn, rate_limit_per_node, burst) < 0 or max_pending_proposals < 1:
         raise click.UsageError("rate limits and --burst must be >= 0, --max-pending-proposals >= 1")
+    if max_reply_bytes < 1 << 20:
+        raise click.UsageError("--max-reply-bytes must be at least 1 MiB")
+    if max_client_connections < 1 or client_idle_timeout < 0:
+        raise click.UsageError("--max-client-connections must be >= 1, --client-idle-timeout >= 0")
     admission = AdmissionConfig(rate_limit_per_conn, rate_limit_per_node, burst)
     try:
         members = parse_initial_cluster(initial_cluster)
@@ -189,6 +217,9 @@ def serve(
         snapshot_count=snapshot_count,
         snapshot_catchup_entries=snapshot_catchup_entries,
         max_pending_proposals=max_pending_proposals,
+        max_reply_bytes=max_reply_bytes,
+        max_client_connections=max_client_connections,
+        client_idle_timeout=client_idle_timeout,
         auto_compaction_mode=auto_compaction_mode,
         auto_compaction_retention=auto_compaction_retention,
         fsm_factory=fsm_with_limits(

@@ -91,7 +91,15 @@ def main(argv: list[str] | None = None) -> int:
 @click.option(
     "--workload", "-w", required=True, help="register|set|append|watch|lease|lock|lock-unfenced"
 )
-@click.option("--nemesis", "-n", default="none", show_default=True, help="e.g. kill,partition")
+@click.option(
+    "--nemesis",
+    "-n",
+    default="none",
+    show_default=True,
+    help="Comma-separated: kill, pause, partition, slow, clock, member, crash-point, disk, "
+    "snapshot, compact, garbage (hostile frames on the client and peer ports), e.g. "
+    "kill,partition:leader.",
+)
 @click.option("--time", "time_", type=click.FloatRange(min=1), default=30, show_default=True)
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
 @click.option("--clients", type=click.IntRange(1, 200), default=5, show_default=True)

@@ -16,13 +16,14 @@ file is refused with CorruptionError, never silently loaded).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
 
 import raftkv
-from jepsen_like.control import CLUSTER_TOKEN, Control
+from jepsen_like.control import CLUSTER_TOKEN, WIPED, Control
 from jepsen_like.workloads.base import NEMESIS, Recorder
 from raftkv.errors import MemberExists, MemberNotFound, RaftError, RaftKVError, TransientError
 from raftkv.protocol import member_id
@@ -438,22 +439,51 @@ class CrashPoint:
         await self.stop(c)
 
 
-DISK_MODES: Final = ("log-truncate", "log-bitflip", "snap-truncate", "snap-bitflip")
+DISK_MODES: Final = (
+    "log-truncate",
+    "log-bitflip",
+    "snap-truncate",
+    "snap-bitflip",
+    "wal-truncate",
+    "rollback",
+)
+LOSS_MODES: Final = ("wal-truncate", "rollback")
+"""Modes that make a member lose writes it acknowledged (a disk that drops them): it must
+take itself out of service, and is then replaced as an operator would."""
+LOSS_PATIENCE: Final = 10.0
+"""Seconds ``stop`` waits for a member that lost writes to be detected (or to recover)."""
+
+
+def _applied(c: Control, name: str) -> int:
+    """A live member's applied index (its metrics; 0 if it does not answer)."""
+    return int(c.pc.metrics(name, timeout=0.5).get("raftkv_raft_applied_index", 0.0))
 
 
 class Disk:
-    """Corrupt a stopped minority member's files (log tail rows or latest snapshot), restart
-    it: it must refuse to start (CorruptionError in its log, non-zero exit) or recover by
-    catching up; ``stop`` restores its files from a copy taken before the damage.
+    """Damage a stopped minority member's files, restart it.
 
-    An exit without CorruptionError is recorded as ``unexpected`` (a checker failure)."""
+    * ``log-*``, ``snap-*``: corrupt log tail rows or the latest snapshot.  The member must
+      refuse to start (CorruptionError in its log, non-zero exit) or recover by catching up;
+      ``stop`` restores its files from a copy taken before the damage.
+    * ``wal-truncate``: SIGKILL it and cut its ``raft.db-wal`` to half (SQLite then opens an
+      older, consistent database); ``rollback``: replace its data dir with an older copy of
+      itself taken a moment earlier, after it has acknowledged more.  It lost acknowledged
+      writes: it must report itself unhealthy (``log lost``) with exactly one log line, or
+      refuse to start, or (if the loss turned out empty, or a new leader repaired it) be
+      healthy and caught up.  A detected member is then replaced the way an operator does
+      it: removed through the member API, its data dir wiped, a member with an empty data
+      dir added in its place.
+
+    Any other outcome is recorded as ``unexpected`` (a checker failure)."""
 
     name = "disk"
 
-    def __init__(self) -> None:
+    def __init__(self, modes: tuple[str, ...] = DISK_MODES) -> None:
+        self.modes = modes
         self.victim: str | None = None
         self.mode = ""
         self.log_offset = 0
+        self.acked = 0
 
     async def start(self, c: Control, rng: random.Random) -> Info:
         lead = await c.leader()
@@ -461,7 +491,9 @@ class Disk:
         if not cands:
             return {"skipped": "no follower"}
         victim = rng.choice(cands)
-        mode = rng.choice(DISK_MODES)
+        mode = rng.choice(self.modes)
+        if mode in LOSS_MODES:
+            return await self._start_loss(c, victim, mode)
         await c.kill(victim)
         backup = c.root / f"{victim}.backup"
         shutil.rmtree(backup, ignore_errors=True)
@@ -486,25 +518,122 @@ class Disk:
         self.victim, self.mode = victim, mode
         return {"node": victim, "mode": mode, "touched": touched}
 
+    async def _start_loss(self, c: Control, victim: str, mode: str) -> Info:
+        data = c.data_dir(victim)
+        touched: Any = None
+        if mode == "wal-truncate":
+            self.acked = await asyncio.to_thread(_applied, c, victim)
+            await c.kill(victim)
+            wal = data / "raft.db-wal"
+            size = wal.stat().st_size if wal.exists() else 0
+            if size:
+                with wal.open("r+b") as f:
+                    f.truncate(size // 2)
+            touched = {"wal_bytes": size, "kept": size // 2}
+        else:
+            older = c.root / f"{victim}.older"
+            shutil.rmtree(older, ignore_errors=True)
+            copied = await asyncio.to_thread(_applied, c, victim)
+            await c.kill(victim)  # a crash image is a consistent older state
+            await asyncio.to_thread(
+                shutil.copytree, data, older, ignore=shutil.ignore_patterns("*-shm")
+            )
+            c.restart(victim)
+            # let it acknowledge more than the copy holds (the workload keeps writing)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            base = 0
+            while loop.time() < deadline:
+                now = await asyncio.to_thread(_applied, c, victim)
+                base = base or now
+                if base and now >= base + 20:
+                    break
+                await asyncio.sleep(0.2)
+            self.acked = await asyncio.to_thread(_applied, c, victim)
+            await c.kill(victim)
+            shutil.rmtree(data, ignore_errors=True)
+            await asyncio.to_thread(shutil.copytree, older, data)
+            shutil.rmtree(older, ignore_errors=True)
+            touched = {"copy_applied": copied, "acked_applied": self.acked}
+        # The harness destroyed durable state on purpose: the promises the member logged
+        # before (votes) are void for the vote_durability check, as after a wipe.
+        with c.pc.procs[victim].log_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"logger": "jepsen_like", "msg": WIPED}) + "\n")
+        self.log_offset = len(c.log_text(victim))
+        c.restart(victim)
+        self.victim, self.mode = victim, mode
+        return {"node": victim, "mode": mode, "touched": touched}
+
     async def stop(self, c: Control) -> Info:
         if self.victim is None:
             return {}
         victim, self.victim = self.victim, None
+        if self.mode in LOSS_MODES:
+            return await self._stop_loss(c, victim)
         rc = c.exit_code(victim)
         text = c.log_text(victim)[self.log_offset :]
-        if rc is None:
-            outcome = "running"
-        elif rc != 0 and "Corruption" in text:
-            outcome = "refused"
-        else:
-            outcome = "unexpected"
-        await c.kill(victim)
         backup = c.root / f"{victim}.backup"
+        if rc is None:
+            # It started (the damage was to nothing it loads) and has been acknowledging
+            # since: putting the older copy back now would roll those writes back.
+            shutil.rmtree(backup, ignore_errors=True)
+            return {"node": victim, "mode": self.mode, "outcome": "running", "exit_code": rc}
+        outcome = "refused" if rc != 0 and "Corruption" in text else "unexpected"
+        await c.kill(victim)
         c.wipe(victim)
         await asyncio.to_thread(shutil.copytree, backup, c.data_dir(victim))
         shutil.rmtree(backup, ignore_errors=True)
         c.restart(victim)
         return {"node": victim, "mode": self.mode, "outcome": outcome, "exit_code": rc}
+
+    async def _judge(self, c: Control, victim: str) -> tuple[str, Info]:
+        """detected / refused / recovered, or unexpected (with what was seen)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOSS_PATIENCE
+        seen: Info = {}
+        while True:
+            rc = c.exit_code(victim)
+            text = c.log_text(victim)[self.log_offset :]
+            lines = text.count("acknowledged state lost")
+            if rc is not None:
+                ok = rc != 0 and "Corruption" in text
+                return ("refused" if ok else "unexpected"), {"exit_code": rc}
+            h = await asyncio.to_thread(c.pc.health, victim) or {}
+            reason = str(h.get("reason", ""))
+            seen = {"health": h, "lost_lines": lines}
+            if reason.startswith("log lost") and lines >= 1:
+                # one line, not one per heartbeat
+                return ("detected" if lines == 1 else "unexpected"), seen
+            if h.get("health") is True:
+                applied = await asyncio.to_thread(_applied, c, victim)
+                seen["applied"] = applied
+                if applied >= self.acked:
+                    return "recovered", seen
+            if loop.time() >= deadline:
+                return "unexpected", seen
+            await asyncio.sleep(0.2)
+
+    async def _stop_loss(self, c: Control, victim: str) -> Info:
+        outcome, seen = await self._judge(c, victim)
+        info: Info = {"node": victim, "mode": self.mode, "outcome": outcome, **seen}
+        if outcome == "recovered":
+            return info
+        # What an operator does: remove the member, wipe it, add an empty one in its place.
+        vid = c.member(victim).id
+        others = [c.member(n).client_addr for n in c.names if n != victim]
+        async with raftkv.Client(others, command_timeout=5.0) as cl:
+            try:
+                await _retry(lambda: cl.member_remove(vid), done=MemberNotFound)
+            except RaftKVError as e:
+                info["error"] = f"remove {victim}: {type(e).__name__}: {e}"
+                await c.kill(victim)
+                c.restart(victim)
+                return info
+        await c.kill(victim)
+        c.forget(victim)
+        c.wipe(victim)
+        info["replaced_by"] = await Member().add(c)
+        return info
 
     async def heal(self, c: Control) -> None:
         await self.stop(c)
@@ -563,6 +692,13 @@ class Compact:
         return None
 
 
+def _garbage() -> Nemesis:
+    # Imported on use: it draws its frames with hypothesis (a dev extra).
+    from jepsen_like.garbage import Garbage
+
+    return Garbage()
+
+
 NEMESES: Final[dict[str, Callable[[], Nemesis]]] = {
     "kill": Kill,
     "pause": Pause,
@@ -574,6 +710,7 @@ NEMESES: Final[dict[str, Callable[[], Nemesis]]] = {
     "disk": Disk,
     "snapshot": Snapshot,
     "compact": Compact,
+    "garbage": _garbage,
 }
 """Nemeses by name (``--nemesis kill,partition``)."""
 
@@ -582,6 +719,7 @@ VARIANTS: Final[dict[str, tuple[str, ...]]] = {
     "kill": TARGETS,
     "pause": (*TARGETS, CLIENT),
     "partition": PARTITIONS,
+    "disk": DISK_MODES,
 }
 """Nemeses that take ``name:variant[+variant]`` (e.g. ``kill:leader``, ``partition:ring``)."""
 
@@ -603,6 +741,9 @@ def parse(spec: str) -> list[Nemesis]:
         bad = [m for m in modes if m not in allowed]
         if bad:
             raise ValueError(f"nemesis {name!r}: unknown variant {bad} (known: {list(allowed)})")
+        if name == "disk":
+            out.append(Disk(modes))
+            continue
         out.append(
             Kill(modes) if name == "kill" else Pause(modes) if name == "pause" else Partition(modes)
         )

@@ -32,10 +32,11 @@ from typing import Any, Protocol
 import msgpack
 
 from raftkv import codec
-from raftkv.api import DEFAULT_LIMITS, Command, Limits, Request
+from raftkv.api import CLIENT_WRITES, DEFAULT_LIMITS, Command, Limits, Request
 from raftkv.errors import (
     ConfChangeRefused,
     CorruptionError,
+    InvalidArgument,
     MemberExists,
     MemberNotFound,
     NoLeader,
@@ -47,6 +48,7 @@ from raftkv.errors import (
     Timeout,
 )
 from raftkv.fsm import ApplyResult, KVStateMachine
+from raftkv.protocol import MAX_REPLY_BYTES
 from raftkv.raft import (
     NONE,
     ConfChange,
@@ -55,6 +57,7 @@ from raftkv.raft import (
     ConfState,
     Entry,
     EntryType,
+    LogLost,
     Message,
     MessageType,
     RawNode,
@@ -62,6 +65,7 @@ from raftkv.raft import (
     StateRole,
 )
 from raftkv.storage import failpoints
+from raftkv.storage.hwm import StorageLoss
 from raftkv.storage.sqlite import SQLiteStorage
 
 log = logging.getLogger("raftkv.node")
@@ -76,6 +80,9 @@ UNSAFE_SWITCHES: dict[str, str] = {
 through ``RAFTKV_UNSAFE`` (comma-separated names) together with ``RAFTKV_TEST_HOOKS=1``."""
 
 _LEADER_EARLY = frozenset({MessageType.APP, MessageType.HEARTBEAT})
+
+HEALTH_MAX_APPLY_LAG = 5_000
+"""Committed entries not yet applied beyond which /health reports the member unhealthy."""
 
 ENTRY_KV = b"K"
 ENTRY_MEMBER = b"M"
@@ -224,6 +231,19 @@ class NodeConfig:
     unsafe: frozenset[str] = frozenset()
     """Test-only unsafe switches (UNSAFE_SWITCHES) that jepsen_like must catch."""
     rng_seed: int | None = None
+    max_reply_bytes: int = MAX_REPLY_BYTES
+    """The largest range or txn reply this member builds; beyond it ReplyTooLarge."""
+    max_client_connections: int = 1024
+    """Most client connections open at once; more are closed at once (docs/security.md)."""
+    client_idle_timeout: float = 600.0
+    """Seconds after which a client connection with no request, watch or stream open is
+    closed (0: never)."""
+    client_handshake_timeout: float = 10.0
+    """Seconds, in total, for a client connection to complete its handshake."""
+    max_peer_connections: int = 256
+    """Most inbound peer connections open at once (handshaking or handshaken)."""
+    peer_handshake_timeout: float = 2.0
+    """Seconds, in total, for a peer connection's handshake (either side)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -302,6 +322,8 @@ class Node:
         """Test hook: seconds added to this member's lease clock (the ``clock`` nemesis)."""
         self.listeners: list[Callable[[ApplyResult], None]] = []
         """Called for every applied KV entry (the watch hub subscribes here)."""
+        self.fatal_listeners: list[Callable[[BaseException], None]] = []
+        """Called once when this member stops serving (the server ends its watches)."""
         self.stats: dict[str, float] = {
             "proposals": 0,
             "proposals_failed": 0,
@@ -333,8 +355,10 @@ class Node:
             if cfg.initial_cluster_state == "new"
             else ConfState()
         )
+        # A store behind its high-water mark opens anyway (read-only, ``storage.loss`` set):
+        # the member then starts out of service, so /health and status can say why.
         storage = await SQLiteStorage.open(
-            cfg.data_dir, conf_state=bootstrap, cluster_id=cid, node_id=nid
+            cfg.data_dir, conf_state=bootstrap, cluster_id=cid, node_id=nid, allow_loss=True
         )
         try:
             fsm = cfg.fsm_factory()
@@ -344,6 +368,7 @@ class Node:
             }
             if (
                 cfg.initial_cluster_state == "new"
+                and storage.loss is None
                 and storage.last_index() == 0
                 and (storage.snapshot().is_empty())
             ):
@@ -368,11 +393,16 @@ class Node:
                 node._on_message,
                 node._on_unreachable,
             )
+            if isinstance(node.transport, _TcpTransport):
+                node.transport.inner.max_inbound = cfg.max_peer_connections
+                node.transport.inner.handshake_timeout = cfg.peer_handshake_timeout
             await node.transport.start()
+            if storage.loss is not None:
+                node._stop_serving(storage.loss)
         except BaseException:
             await storage.close()
             raise
-        node._tasks = [
+        node._tasks += [
             asyncio.create_task(node._ready_loop(), name=f"raftkv-ready-{cfg.name}"),
             asyncio.create_task(node._tick_loop(), name=f"raftkv-tick-{cfg.name}"),
             asyncio.create_task(node._publish_loop(), name=f"raftkv-publish-{cfg.name}"),
@@ -414,6 +444,61 @@ class Node:
             await self.transport.stop()
         await self.storage.close()
 
+    def _stop_serving(self, e: BaseException) -> None:
+        """Take this member out of service for good (until an operator acts): no votes, no
+        acknowledgements, no reads of any kind.  Logs one critical line saying what to do;
+        the process stays up so /health and status can tell why."""
+        if self.fatal is not None:
+            return
+        self.fatal = e
+        if isinstance(e, LogLost | StorageLoss):
+            log.critical(
+                "acknowledged state lost, this member stops serving: %s. Recovery: from a "
+                "healthy member run `raftkv member remove %x`, stop this member and empty its "
+                "data dir %s, run `raftkv member add %s --peer-addr %s --client-addr %s` and "
+                "start it with the printed `--initial-cluster-state existing --cluster-id %x`",
+                e,
+                self.id,
+                self.cfg.data_dir,
+                self.cfg.name,
+                self.cfg.peer_addr,
+                self.cfg.client_addr,
+                self.cluster_id,
+            )
+        elif isinstance(e, StorageError):
+            log.critical(
+                "storage failure, this member stops serving: %s. Recovery: fix the disk, then "
+                "restart the member (it recovers from what is on disk)",
+                e,
+            )
+        else:  # a bug: make it loud
+            log.critical("ready loop crashed, this member stops serving", exc_info=e)
+        self._fail_all(StorageError(f"node is not serving: {e}"))
+        self._wake.set()
+        for cb in self.fatal_listeners:
+            try:
+                cb(e)
+            except Exception:
+                log.exception("fatal listener failed")
+        if isinstance(e, LogLost):
+            # Make the verdict survive a restart: the mark now covers what was acknowledged.
+            self._tasks.append(asyncio.create_task(self._mark_lost(e.to_commit)))
+
+    async def _mark_lost(self, acknowledged: int) -> None:
+        try:
+            await self.storage.mark_lost(acknowledged)
+        except (OSError, RaftKVError) as err:  # the member is out of service either way
+            log.warning("could not record the lost state in the high-water mark: %s", err)
+
+    def check_serving(self) -> None:
+        """Raise :class:`StorageError` if this member must not answer reads, serializable
+        ones included: it lost acknowledged state, or its storage failed."""
+        if self.fatal is not None:
+            raise StorageError(f"node is not serving: {self.fatal}")
+        failed = self.storage.failed
+        if failed is not None:
+            raise StorageError(f"node is not serving, storage failed: {failed}")
+
     def _fail_all(self, err: Exception) -> None:
         for p in self._pending.values():
             if not p.future.done():
@@ -431,7 +516,7 @@ class Node:
     # --- inputs ----------------------------------------------------------------------------
 
     def _on_message(self, m: Message) -> None:
-        if self._stopping:
+        if self._stopping or self.fatal is not None:
             return
         if m.type == MessageType.PROP:
             # A member forwarding its attributes (see _publish_loop): propose them if we lead.
@@ -450,6 +535,9 @@ class Node:
             self.rn.step(m)
         except (RaftError, ValueError) as e:
             log.debug("dropped message", extra={"reason": str(e)})
+        except LogLost as e:
+            # The leader's commit index proves we lost entries we acknowledged.
+            self._stop_serving(e)
         self._wake.set()
 
     def _on_unreachable(self, node_id: int) -> None:
@@ -467,6 +555,8 @@ class Node:
                 await asyncio.sleep(delay)
             else:
                 next_at = time.monotonic()  # we fell behind (e.g. SIGSTOP): do not burst
+            if self.fatal is not None:
+                return  # out of service: no elections, no heartbeats
             self.rn.tick()
             self._wake.set()
 
@@ -474,22 +564,17 @@ class Node:
 
     async def _ready_loop(self) -> None:
         try:
-            while not self._stopping:
+            while not self._stopping and self.fatal is None:
                 await self._wake.wait()
                 self._wake.clear()
-                while self.rn.has_ready() and not self._stopping:
+                while self.rn.has_ready() and not self._stopping and self.fatal is None:
                     await self._handle_ready(self.rn.ready())
         except asyncio.CancelledError:
             raise
-        except (StorageError, CorruptionError) as e:
-            # We cannot trust the disk: stop participating rather than serve wrong data.
-            self.fatal = e
-            log.critical("storage failure, node stops serving: %s", e)
-            self._fail_all(StorageError(str(e)))
-        except Exception as e:  # a bug: make it loud and stop
-            self.fatal = e
-            log.exception("ready loop crashed")
-            self._fail_all(StorageError(f"node failed: {e}"))
+        except Exception as e:
+            # StorageError / CorruptionError: we cannot trust the disk; anything else is a
+            # bug.  Either way stop participating rather than serve wrong data.
+            self._stop_serving(e)
 
     def lease_now(self) -> float:
         """The leader-local lease clock (monotonic, plus the test-only skew)."""
@@ -522,8 +607,9 @@ class Node:
             self.stats["fsync_count"] += 1
             if self.observe_fsync is not None:
                 self.observe_fsync(took)
-        # 2. send, only now that what the messages promise is durable
-        if msgs and self.transport is not None:
+        # 2. send, only now that what the messages promise is durable (and not at all once
+        # this member is out of service)
+        if msgs and self.transport is not None and self.fatal is None:
             self._log_votes(msgs)
             self._note_heartbeats(msgs)
             self.transport.send(msgs)
@@ -632,10 +718,13 @@ class Node:
         result: ApplyResult | None = None
         if e.type == EntryType.NORMAL and e.data.startswith(ENTRY_KV):
             self.fsm.lessor.apply_clock = self.lease_now()
-            result = self.fsm.apply(e.index, e.data[1:])
+            result = self.fsm.apply(e.index, e.data[1:], e.term)
             self.stats["applied"] += 1
             for listener in self.listeners:
-                listener(result)
+                try:
+                    listener(result)
+                except Exception:  # a listener's bug must not stop applying
+                    log.exception("apply listener failed", extra={"index": e.index})
         else:
             # Every index passes through the state machine, so its applied index (and its
             # snapshots) stay contiguous with the log.
@@ -808,7 +897,7 @@ class Node:
         a client at the leader's client address.
         """
         payload = ENTRY_MEMBER + msgpack.packb({"id": self.id, "client_addr": self.cfg.client_addr})
-        while not self._stopping and not self._attrs_applied:
+        while not self._stopping and not self._attrs_applied and self.fatal is None:
             leader = self.leader_id
             if leader == self.id:
                 with contextlib.suppress(RaftError):
@@ -829,9 +918,12 @@ class Node:
 
         Expiry is decided here, on the leader's monotonic clock, and applied through the log
         (LeaseExpire), so every member deletes the same keys at the same revision.
-        Checkpoints record each lease's remaining budget in the log, so a new leader resumes
-        from it instead of the full TTL (etcd 9395), and promotion charges every budget with
-        the election timeout it grants, so repeated elections cannot keep a lease alive
+        Checkpoints record a lease's remaining budget in the log once it changed materially
+        (at most one batch of ``checkpoint_batch`` leases per round, only leases that came
+        due in the lessor's heap: an idle round is O(1) whatever the number of leases), so a
+        new leader resumes from it instead of the full TTL (etcd 9395), and promotion charges
+        every budget with the election timeout it grants, so repeated elections cannot keep
+        a lease alive
         (etcd 9888).  The lessor's stall detection pushes deadlines back after this loop was
         not scheduled for a while (a stalled leader does not revoke everything at once when it
         resumes, etcd 15247).
@@ -859,7 +951,15 @@ class Node:
                         continue
                     charge = lessor.promote(now, extend)
                     if charge is not None:
-                        await self.propose(charge)
+                        # It lists every lease: entries of at most checkpoint_batch leases,
+                        # proposed together (one Raft round, no 1.5 MB entry at 100,000).
+                        results = await asyncio.gather(
+                            *(self.propose(part) for part in lessor.batches(charge)),
+                            return_exceptions=True,
+                        )
+                        for r in results:
+                            if isinstance(r, BaseException):
+                                raise r
                     continue
                 ids = lessor.expired(now)
                 if ids:
@@ -952,15 +1052,26 @@ class Node:
         return NotLeader(lead, self.client_addr_of(lead))
 
     def _check_usable(self) -> None:
-        if self.fatal is not None:
-            raise StorageError(f"node is not serving: {self.fatal}")
+        self.check_serving()
         if self._stopping:
             raise ProposalDropped("node is shutting down")
+
+    async def propose_client(
+        self, request: Request, client_id: int = 0, seq: int = 0, timeout: float | None = None
+    ) -> ApplyResult:
+        """:meth:`propose` for a request that came from a client: only the client request
+        types (internal commands such as lease checkpoints and expiry are proposed by the
+        leader's own duties, never from a socket)."""
+        if not isinstance(request, CLIENT_WRITES):
+            raise InvalidArgument(f"{type(request).__name__} cannot be proposed by a client")
+        return await self.propose(request, client_id, seq, timeout)
 
     async def propose(
         self, request: Request, client_id: int = 0, seq: int = 0, timeout: float | None = None
     ) -> ApplyResult:
-        """Replicate a state-machine command; only on the leader (NotLeader elsewhere)."""
+        """Replicate a state-machine command; only on the leader (NotLeader elsewhere).
+        Trusted callers only (the leader's duties); requests from a socket go through
+        :meth:`propose_client`."""
         self._check_usable()
         if not self.is_leader:
             raise self.not_leader()
@@ -970,7 +1081,9 @@ class Node:
             raise TooManyRequests(retry_after=0.05)
         if "apply_twice" in self.cfg.unsafe:
             client_id = seq = 0  # UNSAFE (test only): no exactly-once tag, retries re-apply
-        cmd = Command(request=request, client_id=client_id, seq=seq, now=time.time())
+        # ``now`` stamps the command with this leader's monotonic clock: the state machine
+        # measures session time only between stamps of one term (KVStateMachine._advance_clock).
+        cmd = Command(request=request, client_id=client_id, seq=seq, now=self.lease_now())
         data = ENTRY_KV + codec.encode_command(cmd)
         return await self._propose_raw(data, timeout)
 
@@ -1133,10 +1246,23 @@ class Node:
         return out
 
     def health(self) -> tuple[bool, str]:
+        """Whether this member can serve: log intact, storage writable, a leader known,
+        applied index not far behind the commit index; and why not."""
         if self.fatal is not None:
+            if isinstance(self.fatal, LogLost | StorageLoss):
+                return False, (
+                    f"log lost: {self.fatal} (remove this member and add it back with an "
+                    "empty data dir)"
+                )
             return False, f"storage failure: {self.fatal}"
+        failed = self.storage.failed
+        if failed is not None:
+            return False, f"storage failure: {failed}"
         if self.leader_id == NONE:
             return False, "no leader"
+        lag = self.rn.raft.raft_log.committed - self.applied_index
+        if lag > HEALTH_MAX_APPLY_LAG:
+            return False, f"applied index {self.applied_index} is {lag} entries behind commit"
         return True, ""
 
 

@@ -24,6 +24,7 @@ from raftkv.api import (
     Command,
     CompactionRequest,
     DeleteRangeRequest,
+    DeleteRangeResponse,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseLeasesRequest,
@@ -31,9 +32,12 @@ from raftkv.api import (
     LeaseRevokeRequest,
     LeaseTimeToLiveRequest,
     PutRequest,
+    PutResponse,
     RangeRequest,
+    RangeResponse,
     ResponseHeader,
     TxnRequest,
+    TxnResponse,
 )
 from raftkv.errors import (
     HandshakeRefused,
@@ -42,6 +46,7 @@ from raftkv.errors import (
     ProtocolError,
     RaftKVError,
     RemoteProtocolError,
+    ReplyTooLarge,
 )
 from raftkv.node import Node
 from raftkv.protocol import Method, Reply, split_addr
@@ -89,13 +94,48 @@ class Server:
         listen_addr: str,
         max_frame: int = wire.MAX_CLIENT_FRAME,
         test_hooks: bool = False,
+        max_reply_bytes: int | None = None,
         admission: AdmissionControl | None = None,
+        *,
+        max_connections: int | None = None,
+        handshake_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        pre_handshake_max_frame: int = wire.MAX_PRE_HANDSHAKE_FRAME,
     ) -> None:
+        # Connection limits: the NodeConfig's (max_client_connections, client_idle_timeout,
+        # client_handshake_timeout) unless given here.
+        cfg = node.cfg
+        if max_connections is None:
+            max_connections = cfg.max_client_connections
+        if handshake_timeout is None:
+            handshake_timeout = cfg.client_handshake_timeout
+        if idle_timeout is None:
+            idle_timeout = cfg.client_idle_timeout
+        if max_connections < 1 or handshake_timeout <= 0 or idle_timeout < 0:
+            raise ValueError(
+                "max_connections must be >= 1, handshake_timeout > 0 and idle_timeout >= 0"
+            )
         self.node = node
         self.admission = admission
         """Rate limits per connection and per node (None: off); see raftkv.admission."""
         self.host, self.port = split_addr(listen_addr)
         self.max_frame = max_frame
+        self.max_reply_bytes = (
+            node.cfg.max_reply_bytes if max_reply_bytes is None else max_reply_bytes
+        )
+        """The largest reply this member builds (ranges and txns beyond it: ReplyTooLarge)."""
+        self.max_connections = max_connections
+        """Most client connections open at once (handshaking or not); more are closed at once."""
+        self.handshake_timeout = handshake_timeout
+        """Seconds, in total, from accept to a complete handshake (slow senders are closed)."""
+        self.idle_timeout = idle_timeout
+        """Seconds without a request on a connection that holds no open request, watch or
+        stream, after which it is closed (0: never)."""
+        self.pre_handshake_max_frame = pre_handshake_max_frame
+        """The largest frame read before the handshake is done (then ``max_frame``)."""
+        self.connections_refused = 0
+        self.connections_timed_out = 0
+        """Connections closed for the handshake deadline or for being idle."""
         self._server: asyncio.Server | None = None
         self._conns: set[_Conn] = set()
         self._handlers: dict[str, Handler] = {
@@ -111,8 +151,8 @@ class Server:
             Method.MEMBER_PROMOTE: self._member_promote,
             Method.MOVE_LEADER: self._move_leader,
         }
-        for m in _WRITES:
-            self._handlers[m] = self._write
+        for m, cls in _WRITES.items():
+            self._handlers[m] = self._writer(cls)
         self._handlers[Method.LEASE_KEEP_ALIVE] = self._lease_keep_alive
         self.stream_handlers: dict[str, Handler] = {
             Method.WATCH: self._watch,
@@ -125,6 +165,7 @@ class Server:
         self.hub_progress_interval = 10.0
         """Seconds between progress notifications on quiet watches that asked for them."""
         node.listeners.append(self.hub.on_apply)
+        node.fatal_listeners.append(self._on_fatal)
 
     @property
     def address(self) -> str:
@@ -152,17 +193,64 @@ class Server:
     # --- connections -----------------------------------------------------------------------
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if len(self._conns) >= self.max_connections:
+            self.connections_refused += 1
+            log.warning(
+                "refusing client connection %s: %d connections already open (max_connections)",
+                peer,
+                len(self._conns),
+            )
+            writer.close()
+            return
         conn = _Conn(writer)
         self._conns.add(conn)
-        peer = writer.get_extra_info("peername")
-        decoder = wire.FrameDecoder(self.max_frame)
+        # Until the handshake is done, one small frame at most (then max_frame).
+        decoder = wire.FrameDecoder(self.pre_handshake_max_frame)
+        loop = asyncio.get_running_loop()
+        idle_timer: asyncio.TimerHandle | None = None
         try:
-            await self._handshake(reader, writer, decoder)
+            try:
+                await asyncio.wait_for(
+                    self._handshake(reader, writer, decoder), self.handshake_timeout
+                )
+            except TimeoutError:
+                self.connections_timed_out += 1
+                raise RemoteProtocolError(
+                    f"no handshake within {self.handshake_timeout:g}s"
+                ) from None
+            decoder.max_frame = self.max_frame
+            # Idle: no whole request received, and no request, watch or stream open.  A timer
+            # checks four times per idle_timeout (no cost on the read path), so a connection
+            # is closed between 1 and 1.25 idle_timeouts after it was last busy.
+            busy_at = loop.time()
+
+            def check_idle() -> None:
+                nonlocal busy_at, idle_timer
+                now = loop.time()
+                if conn.tasks:
+                    busy_at = now
+                elif now - busy_at >= self.idle_timeout:
+                    self.connections_timed_out += 1
+                    log.warning(
+                        "closing idle client connection %s: no request for %gs",
+                        peer,
+                        self.idle_timeout,
+                    )
+                    writer.close()  # the read below sees EOF
+                    return
+                idle_timer = loop.call_later(self.idle_timeout / 4, check_idle)
+
+            if self.idle_timeout > 0:
+                idle_timer = loop.call_later(self.idle_timeout / 4, check_idle)
             while True:
                 data = await reader.read(1 << 16)
                 if not data:
                     break
-                for frame in decoder.feed(data):
+                frames = decoder.feed(data)
+                if frames:  # only whole requests count: a trickled partial frame does not
+                    busy_at = loop.time()
+                for frame in frames:
                     self._dispatch(conn, frame)
                 if writer.transport.get_write_buffer_size() > (8 << 20):
                     await writer.drain()
@@ -173,6 +261,8 @@ class Server:
         except asyncio.CancelledError:
             pass
         finally:
+            if idle_timer is not None:
+                idle_timer.cancel()
             conn.closed = True
             for t in conn.tasks.values():
                 t.cancel()
@@ -183,12 +273,13 @@ class Server:
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: wire.FrameDecoder
     ) -> None:
+        """Read and answer the handshake (the caller bounds all of it by handshake_timeout)."""
         frames: list[Any] = []
         while not frames:
-            data = await asyncio.wait_for(reader.read(1 << 16), 10.0)
+            data = await reader.read(1 << 16)
             if not data:
                 raise ConnectionError("closed before the handshake")
-            frames = decoder.feed(data)
+            frames = decoder.feed(data, max_frames=1)  # anything after it stays buffered
         hs = wire.Handshake.from_wire(frames[0])
         try:
             cid = hs.cluster_id or self.node.cluster_id
@@ -201,13 +292,19 @@ class Server:
             writer.write(wire.encode_frame(wire.handshake_reply(str(e))))
             raise
         writer.write(wire.encode_frame(wire.handshake_reply()))
-        for frame in frames[1:]:
-            raise RemoteProtocolError(f"request sent before the handshake reply: {frame!r:.60}")
+        if decoder.buffered:
+            raise RemoteProtocolError(
+                f"{decoder.buffered} bytes of requests sent before the handshake reply"
+            )
 
     def _dispatch(self, conn: _Conn, frame: Any) -> None:
-        if not isinstance(frame, list) or len(frame) != 3 or not isinstance(frame[0], int):
+        if not isinstance(frame, list) or len(frame) != 3 or type(frame[0]) is not int:
             raise RemoteProtocolError("a request must be [req_id, method, payload]")
         req_id, method, payload = frame
+        if type(method) is not str:
+            err = InvalidArgument(f"a method must be a string, got {type(method).__name__}")
+            conn.send([req_id, int(Reply.ERROR), codec.encode_error(err)])
+            return
         if method == Method.CANCEL:
             t = conn.tasks.pop(req_id, None)
             if t is not None:
@@ -300,17 +397,51 @@ class Server:
 
     async def _range(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(RangeRequest, payload)
+        self.node.check_serving()  # a member that lost state or storage serves no reads
         if not req.serializable and "stale_reads" not in self.node.cfg.unsafe:
             await self.node.read_barrier()
         resp = self.node.fsm.range(req)
+        self._check_reply(resp)
         return codec.to_plain(self._with_header(resp))
 
-    async def _write(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+    def _writer(self, cls: type[Any]) -> Handler:
+        """The handler of one write method: it accepts exactly its own request type."""
+
+        async def handle(conn: _Conn, req_id: int, payload: Any) -> Any:
+            return await self._write(cls, payload)
+
+        return handle
+
+    async def _write(self, cls: type[Any], payload: Any) -> Any:
         cmd = codec.from_plain(Command, payload)
-        result = await self.node.propose(cmd.request, cmd.client_id, cmd.seq)
-        if result.error is not None:
-            raise result.error
-        return codec.to_plain(self._with_header(result.response))
+        if type(cmd.request) is not cls:
+            raise InvalidArgument(
+                f"this method takes a {cls.__name__}, not a {type(cmd.request).__name__}"
+            )
+        if isinstance(cmd.request, TxnRequest) and is_read_only(cmd.request):
+            # etcd serves a read-only txn like a range: ReadIndex, then local state; it never
+            # enters the log (so it is not replicated, applied or remembered on any member).
+            if "stale_reads" not in self.node.cfg.unsafe:
+                await self.node.read_barrier()
+            resp: Any = self.node.fsm.read_txn(cmd.request)
+        else:
+            result = await self.node.propose_client(cmd.request, cmd.client_id, cmd.seq)
+            if result.error is not None:
+                raise result.error
+            resp = result.response
+        self._check_reply(resp)
+        return codec.to_plain(self._with_header(resp))
+
+    def _check_reply(self, resp: Any) -> None:
+        """ReplyTooLarge before a reply over ``max_reply_bytes`` is encoded."""
+        size = reply_bytes(resp)
+        if size > self.max_reply_bytes:
+            raise ReplyTooLarge(
+                f"the reply of about {size} bytes exceeds this member's reply limit of "
+                f"{self.max_reply_bytes} bytes (max_reply_bytes): read fewer keys per request "
+                "(set a limit, e.g. `raftkv get --limit N`, and continue from the last key "
+                "returned plus a zero byte), or ask for keys_only or count_only"
+            )
 
     async def _lease_authority(self) -> None:
         """Lease clocks live on the leader only: keep-alive and TTL are served there.  A new
@@ -346,7 +477,17 @@ class Server:
             await self.node.propose(reset)
         return codec.to_plain(self._with_header(resp))
 
+    def _on_fatal(self, e: BaseException) -> None:
+        """The member stopped serving: close every connection with a watch open, so its
+        clients resume their watches on a healthy member (they reconnect elsewhere)."""
+        for c in list(self._conns):
+            if any(t.get_name().startswith("watch") for t in c.tasks.values()):
+                log.warning("closing a watching client connection: this member stopped serving")
+                c.closed = True
+                c.writer.close()
+
     async def _watch(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        self.node.check_serving()
         spec = WatchSpec.from_plain(payload)
         n_watches = sum(1 for t in conn.tasks.values() if t.get_name().startswith("watch"))
         asyncio.current_task().set_name(f"watch-{req_id}")  # type: ignore[union-attr]
@@ -463,6 +604,41 @@ class Server:
             "revision": self.node.fsm.revision,
             "index": self.node.applied_index,
         }
+
+
+def is_read_only(txn: TxnRequest) -> bool:
+    """True if no branch of ``txn`` (nested txns included) writes."""
+    stack = [txn]
+    while stack:
+        t = stack.pop()
+        for op in (*t.success, *t.failure):
+            if isinstance(op, TxnRequest):
+                stack.append(op)
+            elif not isinstance(op, RangeRequest):
+                return False
+    return True
+
+
+_KV_OVERHEAD = 40
+"""Bytes a KeyValue costs on the wire beyond its key and value (tag, four revisions, lease)."""
+
+
+def reply_bytes(resp: Any) -> int:
+    """About how many bytes ``resp`` takes encoded (keys and values dominate); 0 if not a
+    KV response."""
+    total = 0
+    stack = [resp]
+    while stack:
+        r = stack.pop()
+        if isinstance(r, RangeResponse):
+            total += sum(len(kv.key) + len(kv.value) + _KV_OVERHEAD for kv in r.kvs)
+        elif isinstance(r, TxnResponse):
+            stack.extend(r.responses)
+        elif isinstance(r, DeleteRangeResponse):
+            total += sum(len(kv.key) + len(kv.value) + _KV_OVERHEAD for kv in r.prev_kvs)
+        elif isinstance(r, PutResponse) and r.prev_kv is not None:
+            total += len(r.prev_kv.key) + len(r.prev_kv.value) + _KV_OVERHEAD
+    return total
 
 
 def _dict(p: Any) -> dict[str, Any]:

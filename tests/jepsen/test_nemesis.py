@@ -76,6 +76,10 @@ def test_parse_names_variants_and_errors() -> None:
         nem.parse("kill:sideways")
     with pytest.raises(ValueError, match="unknown variant"):
         nem.parse("clock:fast")
+    (disk,) = nem.parse("disk:wal-truncate+rollback")
+    assert isinstance(disk, nem.Disk) and disk.modes == ("wal-truncate", "rollback")
+    with pytest.raises(ValueError, match="unknown variant"):
+        nem.parse("disk:shred")
 
 
 class _Fake:

@@ -1,6 +1,6 @@
 """CI smoke matrix: real `raftkv serve` clusters under faults, through the CLI (slow).
 
-Five short correct runs that must pass, and four runs against deliberately broken servers
+Six short correct runs that must pass, and four runs against deliberately broken servers
 (RAFTKV_UNSAFE) that must fail: the proof that these checks can fail at all.  About 4-5
 minutes in all on two cores.
 """
@@ -44,6 +44,7 @@ MATRIX = [
     ("append", "pause", "elle"),
     ("watch", "kill", "watch"),
     ("lease", "clock", "lease"),
+    ("register", "garbage", "linearizable"),
 ]
 
 
@@ -107,7 +108,10 @@ def test_apply_twice_duplicates_set_elements(tmp_path: Path) -> None:
 
 def test_ack_before_fsync_loses_acknowledged_writes(tmp_path: Path) -> None:
     """Acknowledging before persisting loses acknowledged elements once a majority dies at a
-    storage crash point or by SIGKILL; the same nemeses against the real build are VALID."""
+    storage crash point or by SIGKILL; the same nemeses against the real build are VALID.
+    Either the set check finds them lost, or the members themselves find out (the leader's
+    commit index beyond a restarted member's log: it stops serving, and the run cannot end
+    in a successful final read)."""
     out = tmp_path / "abf"
     rc, text, doc, _ = _run(
         out, "--workload", "set", "--nemesis", "kill:majority,crash-point", "--time", "15",
@@ -115,7 +119,13 @@ def test_ack_before_fsync_loses_acknowledged_writes(tmp_path: Path) -> None:
     )  # fmt: skip
     assert rc == 1, text
     res = doc["checks"]["set"]
-    assert res["valid"] is False and (res["lost"] or res["duplicates"]), res
+    found = res["valid"] is False and (res.get("lost") or res.get("duplicates"))
+    detected = [
+        p.name
+        for p in out.glob("n*.log")
+        if "acknowledged state lost" in p.read_text(errors="replace")
+    ]
+    assert found or detected, res
 
 
 def test_no_persist_vote_forgets_votes_across_a_kill(tmp_path: Path) -> None:
@@ -157,6 +167,28 @@ def test_membership_disk_and_crash_point_nemeses(tmp_path: Path) -> None:
     added = [v["added"] for v in done if v.get("added")]
     if added:
         assert (out / f"{added[0]}.log").exists(), "the new member ran and its log was kept"
+
+
+def test_disk_nemesis_lost_writes_are_detected_and_the_member_replaced(tmp_path: Path) -> None:
+    """A follower whose WAL is cut to half, or whose data dir is rolled back to an older copy,
+    takes itself out of service (/health: log lost, one log line); the harness then replaces
+    it as an operator would (remove, wipe, add an empty member), and the run ends VALID with
+    every member alive and converged."""
+    out = tmp_path / "loss"
+    rc, text, doc, _ = _run(
+        out, "--workload", "register", "--nemesis", "disk:wal-truncate+rollback",
+        "--time", "30", "--clients", "3", "--seed", "3",
+    )  # fmt: skip
+    assert rc == 0, text + json.dumps(doc["checks"], default=str)[:3000]
+    outcomes = doc["checks"]["disk"]["outcomes"]
+    assert outcomes and all(
+        o["outcome"] in ("detected", "refused", "recovered") for o in outcomes
+    ), outcomes
+    detected = [o for o in outcomes if o["outcome"] == "detected"]
+    assert detected, outcomes
+    assert all(o["lost_lines"] == 1 and o.get("replaced_by", {}).get("added") for o in detected)
+    statuses = [json.loads(x) for x in (out / "statuses.jsonl").read_text().splitlines()]
+    assert len(statuses) == 3 and len({(s["revision"], s["hash"]) for s in statuses}) == 1
 
 
 def test_sigint_ends_the_run_early_and_still_checks_it(tmp_path: Path) -> None:

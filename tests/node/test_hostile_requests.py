@@ -221,3 +221,40 @@ async def test_a_retry_is_applied_once_across_a_leader_whose_clock_runs_790s_ahe
         assert again.duplicate and again.response == first.response
         assert skewed.node.fsm.range(RangeRequest(b"once")).kvs[0].version == 1
         await cluster.wait_converged()
+
+
+async def test_a_member_that_stops_serving_ends_its_watches_and_refuses_new_ones(
+    tmp_path: Path,
+) -> None:
+    from raftkv.errors import StorageError
+
+    async with LocalCluster(3, tmp_path) as cluster:
+        leader = await cluster.wait_leader()
+        follower = next(m for m in cluster.members.values() if m is not leader)
+        assert follower.node is not None
+        raw = await Raw.open(follower.client_addr)
+        try:
+            raw.writer.write(wire.encode_frame([1, "watch", {"key": b"w"}]))
+            await raw.writer.drain()
+            for _ in range(100):  # the watch task is registered once the frame is read
+                assert follower.server is not None
+                if any(c.tasks for c in follower.server._conns):
+                    break
+                await asyncio.sleep(0.01)
+            follower.node._stop_serving(StorageError("injected: the disk is gone"))
+            while True:  # the member closes the watching connection: clients resume elsewhere
+                data = await asyncio.wait_for(raw.reader.read(1 << 16), 10.0)
+                if not data:
+                    break
+        finally:
+            raw.close()
+        again = await Raw.open(follower.client_addr)
+        try:
+            kind, err = await again.call("watch", {"key": b"w"})
+            assert kind == 3 and err[0] == "storage", (kind, err)  # END with the error
+            kind, err = await again.call(
+                "range", codec.to_plain(RangeRequest(b"w", serializable=True))
+            )
+            assert kind == 1 and "not serving" in err[1]
+        finally:
+            again.close()
