@@ -25,6 +25,7 @@ from raftkv.api import (
     CompactionRequest,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    KeyValue,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseLeasesRequest,
@@ -630,14 +631,16 @@ def reply_bytes(resp: Any) -> int:
     stack = [resp]
     while stack:
         r = stack.pop()
+        kvs: tuple[KeyValue, ...] = ()
         if isinstance(r, RangeResponse):
-            total += sum(len(kv.key) + len(kv.value) + _KV_OVERHEAD for kv in r.kvs)
+            kvs = r.kvs
         elif isinstance(r, TxnResponse):
             stack.extend(r.responses)
         elif isinstance(r, DeleteRangeResponse):
-            total += sum(len(kv.key) + len(kv.value) + _KV_OVERHEAD for kv in r.prev_kvs)
+            kvs = r.prev_kvs
         elif isinstance(r, PutResponse) and r.prev_kv is not None:
-            total += len(r.prev_kv.key) + len(r.prev_kv.value) + _KV_OVERHEAD
+            kvs = (r.prev_kv,)
+        total += sum(len(kv.key) + len(kv.value) + _KV_OVERHEAD for kv in kvs)
     return total
 
 

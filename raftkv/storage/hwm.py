@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from raftkv.errors import CorruptionError
+from raftkv.storage.snapfile import fsync_dir
 
 HWM_NAME: Final = "raft.hwm"
 SLOT_SIZE: Final = 64
@@ -126,14 +127,6 @@ def read(path: Path) -> tuple[int, HighWater] | None:
     return best
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class HighWaterMark:
     """The open ``raft.hwm`` of one data dir.  Not thread-safe: one writer (the DB thread)."""
 
@@ -157,7 +150,7 @@ class HighWaterMark:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(root)
+        fsync_dir(root)
         return cls(path, os.open(path, os.O_RDWR), 1, value)
 
     @classmethod
