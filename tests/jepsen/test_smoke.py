@@ -7,7 +7,9 @@ minutes in all on two cores.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,10 +26,39 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(out: Path, *args: str) -> tuple[int, str, dict[str, Any], list[dict[str, Any]]]:
     cmd = [sys.executable, "-m", "jepsen_like", "run", "--out", str(out), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        text, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        text = _stuck(proc, out)
+        pytest.fail(f"jepsen_like run did not end within 240 s; its stacks and output:\n{text}")
     doc = json.loads((out / "results.json").read_text())
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    return proc.returncode, proc.stdout + proc.stderr, doc, history
+    return proc.returncode, text, doc, history
+
+
+def _stuck(proc: subprocess.Popen[str], out: Path) -> str:
+    """A run past its time: its stacks (SIGUSR1), then SIGINT (it heals and stops its members),
+    then SIGKILL; any member process still running under ``out`` is killed by its pid."""
+    text = ""
+    try:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        text, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        text, _ = proc.communicate()
+    finally:
+        pids = subprocess.run(
+            ["pgrep", "-f", str(out / "data")], capture_output=True, text=True
+        ).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    return text[-20000:]
 
 
 def _faults(history: list[dict[str, Any]], name: str) -> list[Any]:
