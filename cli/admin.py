@@ -7,8 +7,8 @@ import click
 from cli.context import parse_id, settings
 from cli.output import echo_json, hex_id, human_size, table
 from raftkv.client import EndpointHealth, EndpointStatus, Member
+from raftkv.client.sync import SyncClient
 from raftkv.errors import RaftKVError
-from raftkv.sync_client import SyncClient
 
 
 def _member_row(m: Member) -> list[str]:

@@ -337,7 +337,7 @@ def cluster_status(ctx: click.Context, data_dir: Path) -> None:
     s = settings(ctx)
     members = load(data_dir)
     rows: list[dict[str, Any]] = []
-    from raftkv.sync_client import SyncClient
+    from raftkv.client.sync import SyncClient
 
     with SyncClient(
         [n.client_addr for n in members],

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import click
 
-from raftkv.sync_client import SyncClient
+from raftkv.client.sync import SyncClient
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 

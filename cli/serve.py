@@ -183,11 +183,11 @@ def serve(
     client_idle_timeout: float,
 ) -> None:
     """Run one raftkv member until SIGTERM or Ctrl-C."""
-    from raftkv.admission import AdmissionConfig
     from raftkv.api import Limits
-    from raftkv.metrics import setup_logging
-    from raftkv.node import NodeConfig, fsm_with_limits
-    from raftkv.protocol import parse_initial_cluster, split_addr
+    from raftkv.protocol.methods import parse_initial_cluster, split_addr
+    from raftkv.server.admission import AdmissionConfig
+    from raftkv.server.metrics import setup_logging
+    from raftkv.server.node import NodeConfig, fsm_with_limits
 
     setup_logging(log_format, log_level)
     if min(rate_limit_per_conn, rate_limit_per_node, burst) < 0 or max_pending_proposals < 1:
@@ -232,7 +232,7 @@ def serve(
     )
     import os
 
-    from raftkv.node import UNSAFE_SWITCHES
+    from raftkv.server.node import UNSAFE_SWITCHES
 
     test_hooks = os.environ.get("RAFTKV_TEST_HOOKS") == "1"
     unsafe = frozenset(x for x in os.environ.get("RAFTKV_UNSAFE", "").split(",") if x)
@@ -261,10 +261,10 @@ def _use_uvloop() -> None:
 async def _serve(
     cfg: object, metrics_addr: str | None, test_hooks: bool = False, admission: object = None
 ) -> None:
-    from raftkv.admission import AdmissionConfig, AdmissionControl
-    from raftkv.metrics import MetricsServer
-    from raftkv.node import Node, NodeConfig, tcp_transport_factory
-    from raftkv.server import Server
+    from raftkv.server.admission import AdmissionConfig, AdmissionControl
+    from raftkv.server.metrics import MetricsServer
+    from raftkv.server.native import Server
+    from raftkv.server.node import Node, NodeConfig, tcp_transport_factory
 
     assert isinstance(cfg, NodeConfig)
     node = await Node.start(cfg, tcp_transport_factory)
@@ -319,8 +319,8 @@ def snapshot_restore(
     Run it once per member (same FILE and --initial-cluster), then start each member with
     'raftkv serve' and the same --initial-cluster.
     """
-    from raftkv.maintenance import restore_snapshot
-    from raftkv.protocol import parse_initial_cluster
+    from raftkv.protocol.methods import parse_initial_cluster
+    from raftkv.server.maintenance import restore_snapshot
 
     try:
         members = parse_initial_cluster(initial_cluster)

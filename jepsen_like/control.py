@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from raftkv import codec, wire
 from raftkv.errors import ConnectionLost, RaftKVError, Timeout
-from raftkv.protocol import member_id, split_addr
+from raftkv.protocol import codec, wire
+from raftkv.protocol.methods import member_id, split_addr
 from raftkv.testing import Process, ProcessCluster, free_port
 
 CLUSTER_TOKEN: Final = "raftkv"

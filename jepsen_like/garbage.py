@@ -3,9 +3,9 @@
 While the fault lasts, frames generated from the real schemas are sent to the members:
 
 * **client port** (after a client handshake, unless the handshake itself is the attack): the
-  request dataclasses of :mod:`raftkv.api` in their :mod:`raftkv.codec` plain form (``[tag,
-  field, ...]`` from :data:`raftkv.codec.TAGS` and the dataclass annotations) with one field
-  replaced by a value of another type (``wrong-type``), by NaN or an infinity
+  request dataclasses of :mod:`raftkv.api` in their :mod:`raftkv.protocol.codec` plain form (``[tag,
+  field, ...]`` from :data:`raftkv.protocol.codec.TAGS` and the dataclass annotations) with one
+  field replaced by a value of another type (``wrong-type``), by NaN or an infinity
   (``non-finite``) or by an integer outside int64 or below zero (``out-of-range``); requests
   sent with the method of another request type (``wrong-method``: a RangeRequest through
   ``lease_grant``, a ``Command`` wrapping a PutRequest through ``txn``...); the leader-only
@@ -20,10 +20,11 @@ While the fault lasts, frames generated from the real schemas are sent to the me
   (``oversized``); frames cut short (``truncated``); hostile handshakes (``bad-handshake``);
   admin requests with hostile payloads (``admin``).
 * **peer port**: a real peer handshake (the cluster id and the member ids derive from the
-  initial member list, :func:`raftkv.protocol.cluster_id` / :func:`~raftkv.protocol.member_id`),
-  impersonating another member, then raft messages in the layout of
-  :func:`raftkv.wire.message_to_wire` with terms, indexes or commits beyond int64
-  (``peer-term``, ``peer-index``, ``peer-commit``), a sender that is not a member or not the
+  initial member list, :func:`raftkv.protocol.methods.cluster_id` /
+  :func:`~raftkv.protocol.methods.member_id`), impersonating another member, then raft messages in
+  the layout of
+  :func:`raftkv.server.transport.messages.message_to_wire` with terms, indexes or commits beyond
+  int64 (``peer-term``, ``peer-index``, ``peer-commit``), a sender that is not a member or not the
   connection's (``peer-sender``), broken entries (``peer-entries``), unknown or local message
   types (``peer-type``), broken frames and snapshot streams (``peer-frame``), hostile
   handshakes (``peer-handshake``), oversized and truncated frames (``peer-oversized``,
@@ -76,10 +77,12 @@ from hypothesis import seed as hseed
 from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn, SearchStrategy
 
-from raftkv import api, codec, wire
+from raftkv import api
 from raftkv.errors import HandshakeRefused, ProtocolError, RaftKVError
-from raftkv.protocol import Method, cluster_id, member_id, parse_initial_cluster, split_addr
+from raftkv.protocol import codec, wire
+from raftkv.protocol.methods import Method, cluster_id, member_id, parse_initial_cluster, split_addr
 from raftkv.raft.types import LOCAL_MESSAGES, Message, MessageType
+from raftkv.server.transport import messages
 
 if TYPE_CHECKING:
     from jepsen_like.control import Control
@@ -186,7 +189,7 @@ def draw(strategy: SearchStrategy[T], n: int, seed: int) -> list[T]:
 
 
 def frame(obj: Any) -> bytes:
-    """``obj`` as one frame of :mod:`raftkv.wire` (4-byte length, msgpack body)."""
+    """``obj`` as one frame of :mod:`raftkv.protocol.wire` (4-byte length, msgpack body)."""
     body: bytes = msgpack.packb(obj, use_bin_type=True)
     return struct.pack(">I", len(body)) + body
 
@@ -705,7 +708,8 @@ def _is_enum(t: Any) -> bool:
 # --- the raft message schema as strategies ----------------------------------------------------
 
 MESSAGE_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Message))
-"""The wire layout of a raft message (:func:`raftkv.wire.message_to_wire`): field order."""
+"""The wire layout of a raft message (:func:`raftkv.server.transport.messages.message_to_wire`):
+field order."""
 _NETWORK_TYPES: Final = tuple(int(t) for t in MessageType if t not in LOCAL_MESSAGES)
 
 
@@ -818,7 +822,7 @@ def peer_strategy(kind: str, cl: Cluster) -> SearchStrategy[Shot]:
                     )
                 )
             msgs.append(m)
-        return shot(kind, target, frm, [frame([wire.FRAME_MSGS, msgs])])
+        return shot(kind, target, frm, [frame([messages.FRAME_MSGS, msgs])])
 
     @st.composite
     def peer_frame(draw: DrawFn) -> Shot:
@@ -844,10 +848,10 @@ def peer_strategy(kind: str, cl: Cluster) -> SearchStrategy[Shot]:
                     draw(
                         st.sampled_from(
                             (
-                                [wire.FRAME_MSGS],
-                                [wire.FRAME_MSGS, {}],
-                                [wire.FRAME_MSGS, [], []],
-                                [wire.FRAME_MSGS, draw(_wrong_values())],
+                                [messages.FRAME_MSGS],
+                                [messages.FRAME_MSGS, {}],
+                                [messages.FRAME_MSGS, [], []],
+                                [messages.FRAME_MSGS, draw(_wrong_values())],
                             )
                         )
                     )
@@ -855,16 +859,16 @@ def peer_strategy(kind: str, cl: Cluster) -> SearchStrategy[Shot]:
             ]
         elif how == "begin":
             size = draw(st.one_of(huge_u64(), st.integers(-(1 << 63), -1), st.just(1 << 40)))
-            chunks = [frame([wire.FRAME_SNAP_BEGIN, 1, head, size, 0])]
+            chunks = [frame([messages.FRAME_SNAP_BEGIN, 1, head, size, 0])]
         elif how == "chunk":
-            chunks = [frame([wire.FRAME_SNAP_CHUNK, 1, 0, data])]
+            chunks = [frame([messages.FRAME_SNAP_CHUNK, 1, 0, data])]
         elif how == "end":
-            chunks = [frame([wire.FRAME_SNAP_END, draw(st.integers(0, 5))])]
+            chunks = [frame([messages.FRAME_SNAP_END, draw(st.integers(0, 5))])]
         else:  # a stream with a wrong offset, then a wrong CRC
             chunks = [
-                frame([wire.FRAME_SNAP_BEGIN, 1, head, len(data), 0]),
-                frame([wire.FRAME_SNAP_CHUNK, 1, draw(st.integers(1, 1 << 20)), data]),
-                frame([wire.FRAME_SNAP_END, 1]),
+                frame([messages.FRAME_SNAP_BEGIN, 1, head, len(data), 0]),
+                frame([messages.FRAME_SNAP_CHUNK, 1, draw(st.integers(1, 1 << 20)), data]),
+                frame([messages.FRAME_SNAP_END, 1]),
             ]
         return shot("peer-frame", target, frm, chunks)
 
@@ -892,7 +896,9 @@ def peer_strategy(kind: str, cl: Cluster) -> SearchStrategy[Shot]:
         hs = ["raftkv-hello", version, cid, node, role]
         m = draw(message(to, frm))
         m[_pos("term")] = draw(huge_u64())
-        return shot("peer-handshake", target, frm, [frame(hs), frame([wire.FRAME_MSGS, [m]])], b"")
+        return shot(
+            "peer-handshake", target, frm, [frame(hs), frame([messages.FRAME_MSGS, [m]])], b""
+        )
 
     @st.composite
     def peer_oversized(draw: DrawFn) -> Shot:
@@ -912,7 +918,7 @@ def peer_strategy(kind: str, cl: Cluster) -> SearchStrategy[Shot]:
         target, to, frm = draw(pair())
         m = draw(message(to, frm))
         m[_pos("term")] = draw(huge_u64())
-        full = frame([wire.FRAME_MSGS, [m]])
+        full = frame([messages.FRAME_MSGS, [m]])
         return shot("peer-truncated", target, frm, [full[: draw(st.integers(1, len(full) - 1))]])
 
     strategies: dict[str, Callable[[], SearchStrategy[Shot]]] = {

@@ -26,8 +26,8 @@ import raftkv
 from jepsen_like.control import CLUSTER_TOKEN, WIPED, Control
 from jepsen_like.workloads.base import NEMESIS, Recorder
 from raftkv.errors import MemberExists, MemberNotFound, RaftError, RaftKVError, TransientError
-from raftkv.protocol import member_id
-from raftkv.storage.failpoints import POINTS
+from raftkv.protocol.methods import member_id
+from raftkv.server.storage.failpoints import POINTS
 
 Info = dict[str, Any]
 

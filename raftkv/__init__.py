@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from raftkv.client import Client, Watcher, WatchFilter, WatchResponse
-    from raftkv.sync_client import SyncClient
+    from raftkv.client.sync import SyncClient
 
 __all__ = ["Client", "SyncClient", "WatchFilter", "WatchResponse", "Watcher"]
 
 _LAZY = {
-    "Client": "raftkv.client",
-    "SyncClient": "raftkv.sync_client",
-    "WatchFilter": "raftkv.client",
-    "WatchResponse": "raftkv.client",
-    "Watcher": "raftkv.client",
+    "Client": "raftkv.client.client",
+    "SyncClient": "raftkv.client.sync",
+    "WatchFilter": "raftkv.client.client",
+    "WatchResponse": "raftkv.client.client",
+    "Watcher": "raftkv.client.client",
 }
 
 

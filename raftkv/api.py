@@ -1,8 +1,8 @@
 """The etcd v3 request/response surface of raftkv, as immutable values.
 
 Every request and response is a frozen, slotted dataclass; kinds are ``IntEnum``s with etcd's
-numbering.  The codec (:mod:`raftkv.codec`) turns them into plain msgpack types and back; the
-state machine (:mod:`raftkv.fsm`) applies the requests; the client protocol reuses both.
+numbering.  The codec (:mod:`raftkv.protocol.codec`) turns them into plain msgpack types and back;
+the state machine (:mod:`raftkv.state.fsm`) applies the requests; the client protocol reuses both.
 
 Key ranges follow etcd: ``range_end == b""`` means the single key ``key``;
 ``range_end == b"\\0"`` means every key ``>= key``; otherwise the half-open ``[key, range_end)``.
@@ -217,7 +217,7 @@ ResponseOp = RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse
 
 @dataclass(frozen=True, slots=True)
 class CompactionRequest:
-    """Drop history below ``revision`` (see :meth:`raftkv.mvcc.KVStore.compact`)."""
+    """Drop history below ``revision`` (see :meth:`raftkv.state.mvcc.KVStore.compact`)."""
 
     revision: int
     physical: bool = False

@@ -1,6 +1,6 @@
 """Run a real raftkv cluster inside your own process, for your application's tests.
 
-Every member is a real :class:`~raftkv.node.Node` with SQLite storage (fsynced), the TCP peer
+Every member is a real :class:`~raftkv.server.node.Node` with SQLite storage (fsynced), the TCP peer
 transport and the client server, bound to 127.0.0.1 on free ports::
 
     from raftkv.testing import LocalCluster
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.errors import Timeout
-from raftkv.node import Node, NodeConfig, tcp_transport_factory
 from raftkv.raft import NONE
-from raftkv.server import Server
+from raftkv.server.native import Server
+from raftkv.server.node import Node, NodeConfig, tcp_transport_factory
 
 _PORT_RNG = random.Random()
 

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from jepsen_like.sim import network as net
 from jepsen_like.sim.faults import Fault, FaultKind, Schedule, Shape, Target, make_schedule
 from jepsen_like.sim.invariants import Checker, LogView, Violation
-from raftkv import codec
 from raftkv.api import Command, PutRequest, PutResponse
 from raftkv.errors import RaftError
-from raftkv.fsm import ApplyResult, KVStateMachine
+from raftkv.protocol import codec
 from raftkv.raft.config import Config
 from raftkv.raft.rawnode import RawNode
 from raftkv.raft.storage import MemoryStorage
@@ -46,6 +45,7 @@ from raftkv.raft.types import (
     Snapshot,
     StateRole,
 )
+from raftkv.state.fsm import ApplyResult, KVStateMachine
 
 ELECTION_TICK = 10
 BASE_NET = net.NetConfig(drop=0.01, duplicate=0.01, min_delay=1, max_delay=3)

@@ -100,9 +100,9 @@ class LogWindow:
 def log_window(db: Path, after_index: int) -> LogWindow:
     """Read (read-only) the entries after ``after_index`` from the log at ``db`` and classify
     them (lease checkpoints decoded)."""
-    from raftkv import codec
     from raftkv.api import LeaseCheckpointRequest
-    from raftkv.node import ENTRY_KV
+    from raftkv.protocol import codec
+    from raftkv.server.node import ENTRY_KV
 
     entries = total = cps = records = max_records = max_bytes = 0
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)

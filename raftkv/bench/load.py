@@ -1,7 +1,7 @@
 """Client load generators: ``raftkv benchmark put|range|txn``.
 
-C logical clients share K connections (K :class:`raftkv.client.Client` objects; logical client
-``i`` uses connection ``i % K``), as etcd's benchmark tool spreads ``--clients`` over
+C logical clients share K connections (K :class:`raftkv.client.client.Client` objects; logical
+client ``i`` uses connection ``i % K``), as etcd's benchmark tool spreads ``--clients`` over
 ``--conns``.  Every logical client issues one request at a time and times it from the call to
 the answer, so the figures include the client library, the wire, the server, Raft (one
 fsynced round on a quorum) and the state machine.

@@ -3,7 +3,7 @@
 Everything here is an immutable value (``frozen=True, slots=True``); kinds are ``IntEnum``s.
 Names follow etcd-io/raft (``raftpb``) in snake_case so the code can be read against the Go
 code and the Raft paper side by side.  Nothing here does I/O; the wire layer
-(:mod:`raftkv.wire`) turns these values into msgpack frames and back.
+(:mod:`raftkv.protocol.wire`) turns these values into msgpack frames and back.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Coordination recipes on top of the client: sessions, locks, elections, service discovery,
 load balancing and hot configuration (model: etcd's ``clientv3/concurrency``).  See
-docs/recipes.md.  Only :mod:`raftkv.client`, :mod:`raftkv.api`, :mod:`raftkv.errors` and
-:mod:`raftkv.protocol` are used: recipes are plain clients of the public API."""
+docs/recipes.md.  Only :mod:`raftkv.client.client`, :mod:`raftkv.api`, :mod:`raftkv.errors` and
+:mod:`raftkv.protocol.methods` are used: recipes are plain clients of the public API."""
 
 from raftkv.errors import LockLost
 from raftkv.recipes.config import ConfigWatcher

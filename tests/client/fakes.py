@@ -1,6 +1,6 @@
 """A small fake raftkv cluster speaking the client protocol, for client and CLI tests.
 
-Every fake member shares one real :class:`~raftkv.fsm.KVStateMachine` (so dedup by
+Every fake member shares one real :class:`~raftkv.state.fsm.KVStateMachine` (so dedup by
 ``(client_id, seq)`` and the KV semantics are the real ones) but no Raft: the member marked
 leader applies writes at once, the others answer ``NotLeader`` with the leader's address.
 Knobs inject the faults the client must survive: drop the connection after applying a write,
@@ -15,7 +15,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkv import codec, wire
 from raftkv.api import (
     Command,
     LeaseLeasesResponse,
@@ -30,9 +29,10 @@ from raftkv.errors import (
     RaftKVError,
     TooManyRequests,
 )
-from raftkv.fsm import KVStateMachine
-from raftkv.protocol import Method, Reply, member_id
-from raftkv.watch import WatchSpec
+from raftkv.protocol import codec, wire
+from raftkv.protocol.methods import Method, Reply, member_id
+from raftkv.state.fsm import KVStateMachine
+from raftkv.server.watch import WatchSpec
 
 _WRITES = {
     Method.PUT,

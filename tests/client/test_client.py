@@ -13,7 +13,6 @@ import pytest
 
 from raftkv.api import Command
 from raftkv.client import Client, WatchFilter, key_range
-from raftkv.codec import from_plain
 from raftkv.errors import (
     HandshakeRefused,
     InvalidArgument,
@@ -21,7 +20,8 @@ from raftkv.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from raftkv.protocol import Method
+from raftkv.protocol.codec import from_plain
+from raftkv.protocol.methods import Method
 from tests.client.fakes import FakeCluster
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from raftkv.client import BreakerState, CircuitBreaker, Client
 from raftkv.errors import ConnectionLost, InvalidArgument, MemberNotFound, Timeout
-from raftkv.protocol import Method
+from raftkv.protocol.methods import Method
 from raftkv.testing import LocalCluster
 from tests.client.fakes import FakeCluster
 

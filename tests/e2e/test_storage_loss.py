@@ -17,7 +17,7 @@ import pytest
 
 from raftkv import Client
 from raftkv.errors import RaftKVError
-from raftkv.storage.sqlite import DB_NAME
+from raftkv.server.storage.sqlite import DB_NAME
 from raftkv.testing import ProcessCluster
 
 pytestmark = pytest.mark.e2e

@@ -23,10 +23,12 @@ from hypothesis import strategies as st
 
 from jepsen_like import garbage as g
 from jepsen_like.nemesis import NEMESES, parse
-from raftkv import api, codec, wire
+from raftkv import api
 from raftkv.errors import FrameTooLarge, ProtocolError, RemoteProtocolError
-from raftkv.protocol import Method, cluster_id, member_id
+from raftkv.protocol import codec, wire
+from raftkv.protocol.methods import Method, cluster_id, member_id
 from raftkv.raft.types import LOCAL_MESSAGES
+from raftkv.server.transport import messages
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("n1", "n2", "n3")
@@ -271,7 +273,7 @@ def test_nothing_sent_could_touch_workload_data_or_the_membership() -> None:
 def _refusable(m: Any, to: int, frm: int) -> bool:
     """A peer message that a validating transport must refuse."""
     try:
-        msg = wire.message_from_wire(m)
+        msg = messages.message_from_wire(m)
     except RemoteProtocolError:
         return True
     huge = [msg.term, msg.log_term, msg.index, msg.commit, msg.reject_hint]
@@ -287,7 +289,7 @@ def _refusable(m: Any, to: int, frm: int) -> bool:
 
 def test_peer_frames_follow_the_wire_format_and_every_message_is_impossible() -> None:
     ids = CLUSTER.members
-    messages = 0
+    n_messages = 0
     for s in SHOTS:
         if s.port != g.PEER:
             continue
@@ -321,13 +323,18 @@ def test_peer_frames_follow_the_wire_format_and_every_message_is_impossible() ->
                     own_node_id=ids[s.member],
                 )
         for f in frames:
-            if type(f) is list and len(f) == 2 and f[0] == wire.FRAME_MSGS and type(f[1]) is list:
+            if (
+                type(f) is list
+                and len(f) == 2
+                and f[0] == messages.FRAME_MSGS
+                and type(f[1]) is list
+            ):
                 for m in f[1]:
-                    messages += 1
+                    n_messages += 1
                     assert _refusable(m, ids[s.member], frm), (s.kind, m)
-            if type(f) is list and f and f[0] == wire.FRAME_SNAP_BEGIN and len(f) == 5:
+            if type(f) is list and f and f[0] == messages.FRAME_SNAP_BEGIN and len(f) == 5:
                 assert _refusable(f[2], ids[s.member], frm), f
-    assert messages > 50
+    assert n_messages > 50
 
 
 # --- the sender, against a fake member ----------------------------------------------------

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from raftkv import wire
-from raftkv.admission import AdmissionConfig, AdmissionControl, TokenBucket
 from raftkv.api import RangeRequest
-from raftkv.client import Client, _Conn
-from raftkv.codec import to_plain
+from raftkv.client.client import Client, _Conn
 from raftkv.errors import InvalidArgument, TooManyRequests
-from raftkv.node import Node
-from raftkv.protocol import Method
+from raftkv.protocol import wire
+from raftkv.protocol.codec import to_plain
+from raftkv.protocol.methods import Method
+from raftkv.server.admission import AdmissionConfig, AdmissionControl, TokenBucket
+from raftkv.server.node import Node
 from raftkv.testing import LocalCluster, Process, ProcessCluster
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from raftkv import wire
 from raftkv.api import LeaseRevokeRequest, PutRequest, RangeRequest
 from raftkv.errors import CorruptionError, LeaseNotFound, RequestTooLarge
-from raftkv.protocol import split_addr
+from raftkv.protocol import wire
+from raftkv.protocol.methods import split_addr
 from raftkv.testing import LocalCluster
 
 
@@ -44,7 +44,7 @@ async def _client_roundtrip(addr: str) -> None:
         while len(frames) < 1:
             frames += dec.feed(await asyncio.wait_for(reader.read(1 << 16), 5.0))
         wire.check_handshake_reply(frames[0])
-        from raftkv import codec
+        from raftkv.protocol import codec
 
         req = codec.to_plain(RangeRequest(b"k", serializable=True))
         writer.write(wire.encode_frame([7, "range", req]))
@@ -201,7 +201,7 @@ async def test_configured_limits_are_enforced_with_typed_errors(tmp_path: Path) 
     from raftkv import Client
     from raftkv.api import Limits
     from raftkv.errors import TooManyOps
-    from raftkv.node import fsm_with_limits
+    from raftkv.server.node import fsm_with_limits
 
     limits = Limits(max_txn_ops=2, max_value_bytes=1000, max_request_bytes=4096)
     async with (

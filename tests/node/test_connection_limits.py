@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 import raftkv
-from raftkv import wire
 from raftkv.api import PutRequest
-from raftkv.protocol import split_addr
-from raftkv.server import Server
+from raftkv.protocol import wire
+from raftkv.protocol.methods import split_addr
+from raftkv.server.native import Server
 from raftkv.testing import LocalCluster, Member
 
 
@@ -79,7 +79,9 @@ def warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRec
     return [
         r
         for r in caplog.records
-        if r.name == "raftkv.server" and r.levelno == logging.WARNING and text in r.getMessage()
+        if r.name == "raftkv.server.native"
+        and r.levelno == logging.WARNING
+        and text in r.getMessage()
     ]
 
 
@@ -98,7 +100,7 @@ async def works(m: Member, value: bytes = b"v") -> None:
 async def test_slow_loris_handshake_is_closed_at_the_total_deadline(
     member: Member, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="raftkv.server")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     server_of(member).handshake_timeout = 0.5
     r, w = await dial(member)
     loop = asyncio.get_running_loop()
@@ -126,7 +128,7 @@ async def test_slow_loris_handshake_is_closed_at_the_total_deadline(
 async def test_oversized_frame_before_the_handshake_is_refused(
     member: Member, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="raftkv.server")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     r, w = await dial(member)
     w.write((4 * 1024 * 1024 - 1).to_bytes(4, "big") + b"x" * 1000)  # an unfinished 4 MiB frame
     await closed_by_server(r)
@@ -139,7 +141,7 @@ async def test_oversized_frame_before_the_handshake_is_refused(
 async def test_cap_refuses_the_extra_connection_and_serves_again_after(
     member: Member, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="raftkv.server")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     server = server_of(member)
     server.max_connections = 3
     held = [await handshake(member), await dial(member), await dial(member)]
@@ -168,7 +170,7 @@ async def test_cap_refuses_the_extra_connection_and_serves_again_after(
 async def test_idle_connection_closed_but_an_open_watch_never(
     member: Member, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="raftkv.server")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     assert member.node is not None
     server_of(member).idle_timeout = 0.4
     wr, ww = await handshake(member)

@@ -10,7 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from raftkv import codec, wire
 from raftkv.api import (
     Command,
     Compare,
@@ -27,7 +26,8 @@ from raftkv.api import (
 )
 from raftkv.client import Client
 from raftkv.errors import ReplyTooLarge
-from raftkv.protocol import split_addr
+from raftkv.protocol import codec, wire
+from raftkv.protocol.methods import split_addr
 from raftkv.testing import LocalCluster
 
 

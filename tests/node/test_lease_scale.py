@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from raftkv.api import LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest
 from raftkv.bench.lease import log_window
-from raftkv.lease import LeaseConfig, Lessor
+from raftkv.state.lease import LeaseConfig, Lessor
 from raftkv.testing import LocalCluster
 
 TICK = 0.25  # the node's lease_interval

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from raftkv.api import PutRequest
-from raftkv.metrics import MetricsServer
+from raftkv.server.metrics import MetricsServer
 from raftkv.testing import LocalCluster, free_port
 
 

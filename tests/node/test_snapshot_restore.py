@@ -8,7 +8,7 @@ import pytest
 
 from raftkv import Client
 from raftkv.errors import CorruptionError, StorageError
-from raftkv.maintenance import restore_snapshot
+from raftkv.server.maintenance import restore_snapshot
 from raftkv.testing import LocalCluster
 
 

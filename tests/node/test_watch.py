@@ -105,8 +105,8 @@ async def test_slow_watcher_is_bounded_and_catches_up_from_history(tmp_path: Pat
     """A watcher that does not read must not grow server memory without bound, and when it
     reads again it gets every revision once, in order (found by jepsen_like: the revisions
     queued when the buffer overflowed used to be skipped)."""
-    from raftkv import codec, wire
-    from raftkv.protocol import split_addr
+    from raftkv.protocol import codec, wire
+    from raftkv.protocol.methods import split_addr
 
     async with LocalCluster(3, tmp_path) as cluster, Client(cluster.endpoints) as c:
         m = next(iter(cluster.members.values()))

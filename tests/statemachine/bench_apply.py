@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 
-from raftkv import api, codec
-from raftkv.fsm import KVStateMachine
+from raftkv import api
+from raftkv.protocol import codec
+from raftkv.state.fsm import KVStateMachine
 
 
 def main() -> None:

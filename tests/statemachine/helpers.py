@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from raftkv import api, codec
+from raftkv import api
 from raftkv.errors import RaftKVError
-from raftkv.fsm import ApplyResult, KVStateMachine
+from raftkv.protocol import codec
+from raftkv.state.fsm import ApplyResult, KVStateMachine
 
 
 class Driver:

@@ -9,8 +9,9 @@ import sys
 
 WORKLOAD = r"""
 import random, sys
-from raftkv import api, codec
-from raftkv.fsm import KVStateMachine
+from raftkv import api
+from raftkv.protocol import codec
+from raftkv.state.fsm import KVStateMachine
 rng = random.Random(1234)
 f = KVStateMachine()
 keys = [b"k%d" % i for i in range(12)]

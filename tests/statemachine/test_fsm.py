@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv import api, codec
+from raftkv import api
 from raftkv.api import PutRequest, RangeRequest, TxnRequest
 from raftkv.errors import (
     ApplyFailed,
@@ -19,7 +19,8 @@ from raftkv.errors import (
     RemoteProtocolError,
     RequestTooLarge,
 )
-from raftkv.fsm import DedupConfig, KVStateMachine
+from raftkv.protocol import codec
+from raftkv.state.fsm import DedupConfig, KVStateMachine
 
 from .helpers import Driver
 
@@ -247,7 +248,7 @@ def test_corrupt_snapshot_is_detected_and_state_is_untouched() -> None:
             b.fsm.restore(bad)
     assert b.fsm.hash() == before
     # a well-formed checksum over a bad structure is still refused
-    from raftkv.fsm import SNAPSHOT_MAGIC
+    from raftkv.state.fsm import SNAPSHOT_MAGIC
 
     body = msgpack.packb([1, 2, 3], use_bin_type=True)
     import hashlib

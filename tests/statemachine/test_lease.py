@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from raftkv import api
 from raftkv.api import EventType, LeaseGrantRequest, LeaseRevokeRequest
 from raftkv.errors import InvalidArgument, LeaseExists, LeaseNotFound, NotLeader
-from raftkv.fsm import KVStateMachine
-from raftkv.lease import LeaseConfig, Lessor
+from raftkv.state.fsm import KVStateMachine
+from raftkv.state.lease import LeaseConfig, Lessor
 
 from .helpers import Driver
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raftkv.lease import Lessor
+from raftkv.state.lease import Lessor
 
 
 def test_promote_charges_time_since_the_budget_was_applied() -> None:

@@ -36,7 +36,7 @@ from raftkv.errors import (
     LeaseNotFound,
     RaftKVError,
 )
-from raftkv.fsm import KVStateMachine
+from raftkv.state.fsm import KVStateMachine
 
 from .helpers import Driver
 

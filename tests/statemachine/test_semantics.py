@@ -28,7 +28,7 @@ from raftkv.errors import (
     RequestTooLarge,
     TooManyOps,
 )
-from raftkv.fsm import KVStateMachine
+from raftkv.state.fsm import KVStateMachine
 
 from .helpers import Driver
 

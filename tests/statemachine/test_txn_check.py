@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from raftkv import api
 from raftkv.api import DeleteRangeRequest, PutRequest, RequestOp, TxnRequest
 from raftkv.errors import DuplicateKey
-from raftkv.mvcc import check_request
+from raftkv.state.mvcc import check_request
 
 KEYS = [b"a", b"b", b"c"]
 keys = st.sampled_from(KEYS)

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from raftkv.raft.types import Entry, HardState
-from raftkv.storage import SQLiteStorage
+from raftkv.server.storage import SQLiteStorage
 
 
 async def run(writers: int, seconds: float) -> tuple[float, float, float]:

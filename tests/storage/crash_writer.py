@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from raftkv.raft.types import Entry, HardState
-from raftkv.storage import SQLiteStorage
+from raftkv.server.storage import SQLiteStorage
 
 
 async def main(data_dir: str, count: int, snapshot_every: int) -> None:

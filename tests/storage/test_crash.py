@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.storage import SQLiteStorage, failpoints
-from raftkv.storage.sqlite import SNAP_DIR
+from raftkv.server.storage import SQLiteStorage, failpoints
+from raftkv.server.storage.sqlite import SNAP_DIR
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from raftkv.errors import CorruptionError
 from raftkv.raft.types import ConfState, Snapshot, SnapshotMeta
-from raftkv.storage import SnapshotReceiver, iter_snapshot_chunks, snapfile
+from raftkv.server.storage import SnapshotReceiver, iter_snapshot_chunks, snapfile
 
 
 def snap(n: int = 10_000) -> Snapshot:

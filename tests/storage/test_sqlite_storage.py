@@ -11,8 +11,8 @@ import pytest
 from raftkv.errors import Compacted, CorruptionError, StorageError, Unavailable
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
-from raftkv.storage import SQLiteStorage, failpoints
-from raftkv.storage.sqlite import DB_NAME, SNAP_DIR
+from raftkv.server.storage import SQLiteStorage, failpoints
+from raftkv.server.storage.sqlite import DB_NAME, SNAP_DIR
 
 
 def ents(lo: int, hi: int, term: int = 1) -> list[Entry]:

@@ -26,10 +26,10 @@ from raftkv.errors import CorruptionError, RaftKVError, StorageError
 from raftkv.raft import LogLost, Message, MessageType, RawNode
 from raftkv.raft.config import Config
 from raftkv.raft.types import ConfState, Entry, HardState
-from raftkv.storage import SQLiteStorage, failpoints
-from raftkv.storage import hwm as hwm_mod
-from raftkv.storage.hwm import HWM_NAME, SLOT_SIZE, HighWater, HighWaterMark, StorageLoss
-from raftkv.storage.sqlite import DB_NAME
+from raftkv.server.storage import SQLiteStorage, failpoints
+from raftkv.server.storage import hwm as hwm_mod
+from raftkv.server.storage.hwm import HWM_NAME, SLOT_SIZE, HighWater, HighWaterMark, StorageLoss
+from raftkv.server.storage.sqlite import DB_NAME
 from raftkv.testing import LocalCluster
 
 VOTERS = ConfState(voters=(1, 2, 3))
@@ -161,7 +161,7 @@ async def test_a_data_dir_without_a_mark_opens_and_gets_one(
     st = await written(tmp_path, 20)
     await st.close()
     (tmp_path / "live" / HWM_NAME).unlink()  # as an older version left it
-    with caplog.at_level(logging.WARNING, logger="raftkv.storage"):
+    with caplog.at_level(logging.WARNING, logger="raftkv.server.storage"):
         st = await SQLiteStorage.open(tmp_path / "live", conf_state=VOTERS)
     try:
         assert st.loss is None and st.last_index() == 20
@@ -264,7 +264,7 @@ async def test_a_rolled_back_data_dir_takes_the_member_out_of_service(
             await cl.stop_member(victim.name)
             shutil.rmtree(victim.data_dir)
             shutil.copytree(old, victim.data_dir)  # the disk lost acknowledged writes
-            with caplog.at_level(logging.CRITICAL, logger="raftkv.node"):
+            with caplog.at_level(logging.CRITICAL, logger="raftkv.server.node"):
                 m = await cl.start_member(victim.name)
                 node = m.node
                 assert node is not None
@@ -281,7 +281,7 @@ async def test_a_rolled_back_data_dir_takes_the_member_out_of_service(
             lines = [
                 r
                 for r in caplog.records
-                if r.name == "raftkv.node" and r.levelno >= logging.CRITICAL
+                if r.name == "raftkv.server.node" and r.levelno >= logging.CRITICAL
             ]
             assert len(lines) == 1, [r.getMessage() for r in lines]
             msg = lines[0].getMessage()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
-from raftkv.storage import SQLiteStorage
+from raftkv.server.storage import SQLiteStorage
 
 CS = ConfState((1, 2, 3))
 

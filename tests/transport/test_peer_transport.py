@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from raftkv import wire
+from raftkv.protocol import wire
 from raftkv.raft.types import Entry, Message, MessageType, Snapshot, SnapshotMeta
-from raftkv.transport import PeerTransport
+from raftkv.server.transport import PeerTransport, messages
 
 CLUSTER = 0xC0FFEE
 
@@ -137,7 +137,7 @@ async def test_other_cluster_refused_with_reason(
     pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, _ = pair
-    caplog.set_level(logging.WARNING, logger="raftkv.transport")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.transport")
     c = Node(3, cluster_id=0xBAD)
     await c.t.start()
     try:
@@ -176,8 +176,8 @@ async def test_bad_frames_close_only_that_connection(pair: tuple[Node, Node]) ->
         w.close()
         # 3. a well-framed but malformed message, and a spoofed sender
         for bad in (
-            [wire.FRAME_MSGS, [[3, 3]]],
-            [wire.FRAME_MSGS, [wire.message_to_wire(app(9, 3, 0))]],
+            [messages.FRAME_MSGS, [[3, 3]]],
+            [messages.FRAME_MSGS, [messages.message_to_wire(app(9, 3, 0))]],
         ):
             r, w, _ = await raw_handshake(addr, node_id=2)
             w.write(wire.encode_frame(bad))
@@ -235,14 +235,14 @@ async def test_large_snapshot_streamed_in_chunks(pair: tuple[Node, Node]) -> Non
 
 async def test_corrupt_snapshot_stream_closes_connection(pair: tuple[Node, Node]) -> None:
     a, _ = pair
-    head = wire.message_to_wire(
+    head = messages.message_to_wire(
         Message(MessageType.SNAP, to=1, frm=2, term=1, snapshot=Snapshot(SnapshotMeta(5, 1)))
     )
     r, w, _ = await raw_handshake(a.t.listen_addr, node_id=2)
     for f in (
-        [wire.FRAME_SNAP_BEGIN, 1, head, 100, 0],
-        [wire.FRAME_SNAP_CHUNK, 1, 0, b"x" * 50],
-        [wire.FRAME_SNAP_END, 1],  # 50 of 100 bytes
+        [messages.FRAME_SNAP_BEGIN, 1, head, 100, 0],
+        [messages.FRAME_SNAP_CHUNK, 1, 0, b"x" * 50],
+        [messages.FRAME_SNAP_END, 1],  # 50 of 100 bytes
     ):
         w.write(wire.encode_frame(f))
     await assert_closed_by_peer(r)
@@ -287,7 +287,7 @@ async def test_one_way_block_cuts_only_one_direction() -> None:
     import asyncio as _asyncio
 
     from raftkv.raft.types import Message, MessageType
-    from raftkv.transport.peer import PeerTransport
+    from raftkv.server.transport.peer import PeerTransport
 
     got: dict[int, list[Message]] = {1: [], 2: []}
     ev = {1: _asyncio.Event(), 2: _asyncio.Event()}

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from raftkv import wire
 from raftkv.api import PutRequest
-from raftkv.protocol import member_id, split_addr
+from raftkv.protocol import wire
+from raftkv.protocol.methods import member_id, split_addr
 from raftkv.raft.types import Entry, Message, MessageType
+from raftkv.server.transport import messages
 from raftkv.testing import LocalCluster
 from tests.transport.test_peer_transport import (
     Node,
@@ -34,7 +35,7 @@ SANE_MAX = 2**62
 
 
 def hb(frm: int = 2, to: int = 1, **kw: Any) -> list[Any]:
-    return wire.message_to_wire(Message(MessageType.HEARTBEAT, to=to, frm=frm, term=3, **kw))
+    return messages.message_to_wire(Message(MessageType.HEARTBEAT, to=to, frm=frm, term=3, **kw))
 
 
 def with_field(msg: list[Any], index: int, value: Any) -> list[Any]:
@@ -56,17 +57,17 @@ IMPOSSIBLE: list[tuple[str, list[Any], str]] = [
     ("reject_hint 2^63", with_field(hb(), 9, BIG), "message.reject_hint"),
     (
         "entry term 2^63",
-        with_field(wire.message_to_wire(app(2, 1, 0)), 6, [[BIG, 1, 0, b""]]),
+        with_field(messages.message_to_wire(app(2, 1, 0)), 6, [[BIG, 1, 0, b""]]),
         "entry.term",
     ),
     (
         "entry index 2^63",
-        with_field(wire.message_to_wire(app(2, 1, 0)), 6, [[1, BIG, 0, b""]]),
+        with_field(messages.message_to_wire(app(2, 1, 0)), 6, [[1, BIG, 0, b""]]),
         "entry.index",
     ),
     (
         "entry index gap",
-        wire.message_to_wire(
+        messages.message_to_wire(
             Message(MessageType.APP, to=1, frm=2, term=1, index=4, entries=(Entry(1, 9),))
         ),
         "entry 0 has index 9, expected 5",
@@ -84,7 +85,11 @@ IMPOSSIBLE: list[tuple[str, list[Any], str]] = [
     ("spoofed sender (the other peer)", hb(frm=3), "message 3->1 on the connection of node 2"),
     ("sender not a member", hb(frm=77), "message 77->1 on the connection of node 2"),
     ("not for this node", hb(to=3), "message 2->3 on the connection of node 2"),
-    ("local type", wire.message_to_wire(Message(MessageType.HUP, to=1, frm=2)), "local message"),
+    (
+        "local type",
+        messages.message_to_wire(Message(MessageType.HUP, to=1, frm=2)),
+        "local message",
+    ),
 ]
 
 
@@ -116,7 +121,9 @@ def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.
     return [
         r
         for r in caplog.records
-        if r.name == "raftkv.transport" and r.levelno == logging.WARNING and text in r.getMessage()
+        if r.name == "raftkv.server.transport"
+        and r.levelno == logging.WARNING
+        and text in r.getMessage()
     ]
 
 
@@ -127,12 +134,12 @@ async def test_impossible_message_is_refused_and_never_delivered(
     trio: tuple[Node, Node, Node], caplog: pytest.LogCaptureFixture, msg: list[Any], reason: str
 ) -> None:
     a, b, _ = trio
-    caplog.set_level(logging.WARNING, logger="raftkv.transport")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.transport")
     r, w, reply = await raw_handshake(a.t.listen_addr, node_id=2)
     assert reply[0] == "raftkv-welcome"
     # A good message first in the same batch: the batch is checked whole, nothing delivered.
-    good = wire.message_to_wire(Message(MessageType.HEARTBEAT, to=1, frm=2, term=3))
-    w.write(wire.encode_frame([wire.FRAME_MSGS, [good, msg]]))
+    good = messages.message_to_wire(Message(MessageType.HEARTBEAT, to=1, frm=2, term=3))
+    w.write(wire.encode_frame([messages.FRAME_MSGS, [good, msg]]))
     await assert_closed_by_peer(r)
     w.close()
     assert a.msgs == []
@@ -147,10 +154,10 @@ async def test_impossible_message_is_refused_and_never_delivered(
 
 async def test_impossible_snapshot_stream_head_is_refused(trio: tuple[Node, Node, Node]) -> None:
     a, b, _ = trio
-    head = wire.message_to_wire(Message(MessageType.SNAP, to=1, frm=2, term=3))
+    head = messages.message_to_wire(Message(MessageType.SNAP, to=1, frm=2, term=3))
     head[10] = [[5, BIG, [[1, 2], []]], b""]
     r, w, _ = await raw_handshake(a.t.listen_addr, node_id=2)
-    w.write(wire.encode_frame([wire.FRAME_SNAP_BEGIN, 1, head, 10, 0]))
+    w.write(wire.encode_frame([messages.FRAME_SNAP_BEGIN, 1, head, 10, 0]))
     await assert_closed_by_peer(r)
     w.close()
     assert a.msgs == [] and a.t.stats.protocol_errors == 1
@@ -162,7 +169,7 @@ async def test_unknown_node_is_refused_at_the_handshake(
     trio: tuple[Node, Node, Node], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, _, _ = trio
-    caplog.set_level(logging.WARNING, logger="raftkv.transport")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.transport")
     r, w, reply = await raw_handshake(a.t.listen_addr, node_id=77)
     assert reply[0] == "raftkv-refused" and "node 77 is not a member" in reply[1]
     await assert_closed_by_peer(r)
@@ -187,7 +194,7 @@ async def test_handshake_deadline_is_total_not_per_read(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A slow-loris dialler that trickles its handshake is closed at the total deadline."""
-    caplog.set_level(logging.WARNING, logger="raftkv.transport")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.transport")
     a = Node(1, handshake_timeout=0.5)
     await a.t.start()
     try:
@@ -221,7 +228,7 @@ async def test_oversized_pre_handshake_frame_is_refused_from_its_header(
     trio: tuple[Node, Node, Node], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b, _ = trio
-    caplog.set_level(logging.WARNING, logger="raftkv.transport")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.transport")
     r, w = await raw_connect(a.t.listen_addr)
     w.write((4 * 1024 * 1024).to_bytes(4, "big") + b"x" * 1000)  # a 4 MiB "handshake"
     await assert_closed_by_peer(r)
@@ -239,7 +246,7 @@ async def test_oversized_pre_handshake_frame_is_refused_from_its_header(
 async def test_connection_cap_refuses_the_extra_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="raftkv.transport")
+    caplog.set_level(logging.WARNING, logger="raftkv.server.transport")
     a, b = Node(1, max_inbound=2, handshake_timeout=30.0), Node(2)
     await a.t.start()
     await b.t.start()
@@ -284,7 +291,7 @@ async def test_term_2_63_heartbeat_does_not_poison_a_real_node(tmp_path: Path) -
             assert reply[0] == "raftkv-welcome"
             msg = hb(frm=spoofed, to=node.id, commit=0)
             msg[3] = term
-            w.write(wire.encode_frame([wire.FRAME_MSGS, [msg]]))
+            w.write(wire.encode_frame([messages.FRAME_MSGS, [msg]]))
             await assert_closed_by_peer(r)
             w.close()
         assert node.rn.raft.term < SANE_MAX and node.fatal is None

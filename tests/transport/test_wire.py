@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv import wire
 from raftkv.errors import (
     FrameTooLarge,
     HandshakeRefused,
     LocalProtocolError,
     RemoteProtocolError,
 )
+from raftkv.protocol import wire
 from raftkv.raft.types import (
     ConfState,
     Entry,
@@ -26,6 +26,7 @@ from raftkv.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from raftkv.server.transport import messages
 
 i64 = st.integers(0, 2**63 - 1)  # raft integers are bounded to int64 at decode
 entries = st.builds(Entry, i64, i64, st.sampled_from(EntryType), st.binary(max_size=64))
@@ -37,7 +38,7 @@ conf_states = st.builds(
 snapshots = st.builds(
     Snapshot, st.builds(SnapshotMeta, i64, i64, conf_states), st.binary(max_size=64)
 )
-messages = st.builds(
+raft_messages = st.builds(
     Message,
     type=st.sampled_from(MessageType),
     to=i64,
@@ -54,12 +55,12 @@ messages = st.builds(
 )
 
 
-@given(m=messages)
+@given(m=raft_messages)
 @settings(max_examples=200, deadline=None)
 def test_message_round_trip_through_frames(m: Message) -> None:
-    frame = wire.encode_frame(wire.message_to_wire(m))
+    frame = wire.encode_frame(messages.message_to_wire(m))
     (obj,) = wire.FrameDecoder(wire.MAX_PEER_FRAME).feed(frame)
-    back = wire.message_from_wire(obj)
+    back = messages.message_from_wire(obj)
     assert back == m
     assert type(back.type) is MessageType and all(type(e.type) is EntryType for e in back.entries)
 
@@ -100,7 +101,7 @@ def test_fuzz_decoder_raises_only_protocol_errors(data: bytes) -> None:
     try:
         for obj in dec.feed(data):
             with contextlib.suppress(RemoteProtocolError):
-                wire.message_from_wire(obj)
+                messages.message_from_wire(obj)
     except (FrameTooLarge, RemoteProtocolError):
         pass
 
@@ -127,13 +128,13 @@ def test_fuzz_decoder_raises_only_protocol_errors(data: bytes) -> None:
     ],
 )
 def test_malformed_messages_rejected(mutate: Any) -> None:
-    good = wire.message_to_wire(
+    good = messages.message_to_wire(
         Message(MessageType.APP, to=2, frm=1, term=3, entries=(Entry(3, 1, data=b"x"),))
     )
-    wire.message_from_wire(good)
+    messages.message_from_wire(good)
     bad = mutate(good)
     with pytest.raises(RemoteProtocolError):
-        wire.message_from_wire(bad)
+        messages.message_from_wire(bad)
 
 
 def test_unencodable_object_is_a_local_error() -> None:
@@ -173,12 +174,12 @@ def test_handshake_checks() -> None:
 def test_snapshot_chunk_frames_cover_data() -> None:
     data = bytes(range(256)) * 40
     m = Message(MessageType.SNAP, to=2, frm=1, term=4, snapshot=Snapshot(SnapshotMeta(9, 4), data))
-    frames = list(wire.snapshot_chunk_frames(5, m, 1000, 0))
-    assert frames[0][0] == wire.FRAME_SNAP_BEGIN and frames[-1] == [wire.FRAME_SNAP_END, 5]
+    frames = list(messages.snapshot_chunk_frames(5, m, 1000, 0))
+    assert frames[0][0] == messages.FRAME_SNAP_BEGIN and frames[-1] == [messages.FRAME_SNAP_END, 5]
     chunks = frames[1:-1]
     assert len(chunks) == 11
     assert b"".join(c[3] for c in chunks) == data
-    head = wire.message_from_wire(frames[0][2])
+    head = messages.message_from_wire(frames[0][2])
     assert head.snapshot is not None and head.snapshot.data == b""
     assert head.snapshot.meta == m.snapshot.meta  # type: ignore[union-attr]
 
@@ -203,11 +204,11 @@ def _msg(t: MessageType = MessageType.APP, **kw: Any) -> Message:
     return Message(t, **base)
 
 
-@given(m=messages)
+@given(m=raft_messages)
 @settings(max_examples=200, deadline=None)
 def test_check_message_refuses_only_with_a_protocol_error(m: Message) -> None:
     with contextlib.suppress(RemoteProtocolError):
-        wire.check_message(m)
+        messages.check_message(m)
 
 
 def test_check_message_accepts_what_the_core_sends() -> None:
@@ -215,14 +216,14 @@ def test_check_message_accepts_what_the_core_sends() -> None:
         _msg(entries=(Entry(4, 11, data=b"a"), Entry(5, 12, data=b"b"))),
         _msg(entries=(), commit=2**40),  # an APP probe: commit may exceed index + entries
         _msg(MessageType.HEARTBEAT, log_term=0, index=0, commit=7),
-        _msg(MessageType.HEARTBEAT, log_term=0, index=0, commit=wire.MAX_SANE_RAFT_INT),
+        _msg(MessageType.HEARTBEAT, log_term=0, index=0, commit=messages.MAX_SANE_RAFT_INT),
         _msg(MessageType.PRE_VOTE, term=6, log_term=5, index=20, commit=0),
         _msg(MessageType.APP_RESP, term=5, log_term=3, index=10, reject=True, reject_hint=8),
         _msg(MessageType.SNAP, snapshot=Snapshot(SnapshotMeta(9, 5), b"")),
         _msg(MessageType.PROP, term=0, log_term=0, index=0, entries=(Entry(0, 0, data=b"m"),)),
         _msg(MessageType.READ_INDEX, term=0, log_term=0, index=0, commit=0, context=b"r"),
     ]:
-        wire.check_message(m)
+        messages.check_message(m)
 
 
 @pytest.mark.parametrize(
@@ -250,4 +251,4 @@ def test_check_message_accepts_what_the_core_sends() -> None:
 )
 def test_check_message_refuses_impossible_values(m: Message, reason: str) -> None:
     with pytest.raises(RemoteProtocolError, match=reason):
-        wire.check_message(m)
+        messages.check_message(m)

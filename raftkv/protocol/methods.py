@@ -1,18 +1,18 @@
 """The client protocol: what travels on a client connection, shared by server and client.
 
-Transport: the frames of :mod:`raftkv.wire` (4-byte length + msgpack body) on TCP.  The first
-frame each way is the handshake (:class:`raftkv.wire.Handshake` with role ``"client"``; a
-client that does not know the cluster id sends 0 and the server accepts it; a non-zero
-cluster id must match).
+Transport: the frames of :mod:`raftkv.protocol.wire` (4-byte length + msgpack body) on TCP.  The
+first frame each way is the handshake (:class:`raftkv.protocol.wire.Handshake` with role
+``"client"``; a client that does not know the cluster id sends 0 and the server accepts it; a
+non-zero cluster id must match).
 
 After the handshake, every frame is a list:
 
 * request:   ``[req_id, method, payload]`` — ``req_id`` is a client-chosen int, unique among
   the requests in flight on that connection, so many requests are multiplexed on one
   connection; ``method`` is one of :class:`Method`; ``payload`` is the plain (msgpack) form of
-  the request (:func:`raftkv.codec.to_plain`) or a dict for the admin methods below.
+  the request (:func:`raftkv.protocol.codec.to_plain`) or a dict for the admin methods below.
 * response:  ``[req_id, Reply.OK, payload]`` or ``[req_id, Reply.ERROR, [code, message,
-  details]]`` (:func:`raftkv.codec.encode_error`); the client rebuilds the same exception.
+  details]]`` (:func:`raftkv.protocol.codec.encode_error`); the client rebuilds the same exception.
 * stream item: ``[req_id, Reply.STREAM, payload]`` for watch events and lease keep-alive
   answers; a stream ends with ``[req_id, Reply.END, error_or_None]``.
 * cancel:    ``[req_id, "cancel", None]`` ends the stream ``req_id``.

@@ -13,9 +13,9 @@ If a commit ever fails the store is poisoned: every later write raises
 the dirty pages), so the node must restart and recover from what is really on disk.
 
 Every group commit that moves the log end or the term/vote also moves the high-water mark in
-``raft.hwm`` (:mod:`raftkv.storage.hwm`), outside the database, before its callers are woken.
+``raft.hwm`` (:mod:`raftkv.server.storage.hwm`), outside the database, before its callers are woken.
 Opening a database that is behind its mark (a truncated or lost WAL) raises
-:class:`~raftkv.storage.hwm.StorageLoss`: this member lost writes it may have acknowledged.
+:class:`~raftkv.server.storage.hwm.StorageLoss`: this member lost writes it may have acknowledged.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ from raftkv.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
-from raftkv.storage import failpoints, snapfile
-from raftkv.storage.hwm import HighWater, HighWaterMark, StorageLoss, check
+from raftkv.server.storage import failpoints, snapfile
+from raftkv.server.storage.hwm import HighWater, HighWaterMark, StorageLoss, check
 
-log = logging.getLogger("raftkv.storage")
+log = logging.getLogger("raftkv.server.storage")
 
 SCHEMA_VERSION: Final = 1
 DB_NAME: Final = "raft.db"

@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkv import codec
 from raftkv.api import Event, EventType
 from raftkv.errors import Compacted, InvalidArgument, TooManyWatches, WatchCancelled
-from raftkv.fsm import ApplyResult, KVStateMachine
+from raftkv.protocol import codec
+from raftkv.state.fsm import ApplyResult, KVStateMachine
 
 CATCHUP_BATCH = 1_000
 """Revisions read from history per step of an unsynced watcher."""

@@ -1,4 +1,4 @@
-"""Asyncio TCP transport between Raft peers, speaking :mod:`raftkv.wire` frames.
+"""Asyncio TCP transport between Raft peers, speaking :mod:`raftkv.protocol.wire` frames.
 
 Each node dials every peer once and uses that connection only to *send*; it receives on the
 connections its peers dialled to it.  ``send()`` never blocks: it appends to a per-peer queue
@@ -12,9 +12,9 @@ one that is not a peer of this transport, is refused with a reason (logged on bo
 the connection closed.  The handshake must arrive whole within ``handshake_timeout`` and in a
 frame of at most ``pre_handshake_max_frame`` bytes; at most ``max_inbound`` connections are
 served at once (more are closed at once).  Every received message is validated before the core
-sees it (:func:`raftkv.wire.check_message`, and its sender must be the handshaken peer, its
-recipient this node): a malformed, oversized or impossible frame closes that one connection
-with one logged line, never the transport.  SNAP messages with large
+sees it (:func:`raftkv.server.transport.messages.check_message`, and its sender must be the
+handshaken peer, its recipient this node): a malformed, oversized or impossible frame closes that
+one connection with one logged line, never the transport.  SNAP messages with large
 data are streamed as ~1 MiB chunk frames and reassembled (size and CRC32 checked) before
 ``on_message`` sees them.  ``faults`` lets tests drop, delay or block traffic per link.
 """
@@ -31,11 +31,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from raftkv import wire
 from raftkv.errors import HandshakeRefused, ProtocolError, RemoteProtocolError
+from raftkv.protocol import wire
 from raftkv.raft.types import LOCAL_MESSAGES, Message, MessageType, Snapshot
+from raftkv.server.transport import messages
 
-log = logging.getLogger("raftkv.transport")
+log = logging.getLogger("raftkv.server.transport")
 
 Addr = tuple[str, int]
 
@@ -428,10 +429,10 @@ class PeerTransport:
                     group, size = [], 0
                 self._stream_ids += 1
                 crc = zlib.crc32(m.snapshot.data)
-                for f in wire.snapshot_chunk_frames(
+                for f in messages.snapshot_chunk_frames(
                     self._stream_ids, m, self.snapshot_chunk_size, crc
                 ):
-                    if f[0] == wire.FRAME_SNAP_CHUNK:
+                    if f[0] == messages.FRAME_SNAP_CHUNK:
                         self.stats.snapshot_chunks_sent += 1
                     yield wire.encode_frame(f, self.max_frame)
                 continue
@@ -441,14 +442,14 @@ class PeerTransport:
             if group and size + est > budget:
                 yield from self._encode_group(group)
                 group, size = [], 0
-            group.append(wire.message_to_wire(m))
+            group.append(messages.message_to_wire(m))
             size += est
         if group:
             yield from self._encode_group(group)
 
     def _encode_group(self, group: list[list[Any]]) -> Iterable[bytes]:
         try:
-            yield wire.encode_frame([wire.FRAME_MSGS, group], self.max_frame)
+            yield wire.encode_frame([messages.FRAME_MSGS, group], self.max_frame)
         except ProtocolError as exc:
             if len(group) == 1:
                 self.stats.messages_dropped += 1
@@ -557,17 +558,19 @@ class PeerTransport:
         stream: _SnapStream | None = None
         while True:
             frame = await next_frame()
-            kind = wire.frame_kind(frame)
-            if kind == wire.FRAME_MSGS:
+            kind = messages.frame_kind(frame)
+            if kind == messages.FRAME_MSGS:
                 if len(frame) != 2 or type(frame[1]) is not list:
                     raise RemoteProtocolError("MSGS frame: expected [kind, [message, ...]]")
                 # All of the batch is checked before any of it is delivered.
-                msgs = [self._check(wire.message_from_wire(obj), hs.node_id) for obj in frame[1]]
+                msgs = [
+                    self._check(messages.message_from_wire(obj), hs.node_id) for obj in frame[1]
+                ]
                 for m in msgs:
                     self._deliver(m)
-            elif kind == wire.FRAME_SNAP_BEGIN:
+            elif kind == messages.FRAME_SNAP_BEGIN:
                 stream = self._begin_stream(frame, hs.node_id)
-            elif kind == wire.FRAME_SNAP_CHUNK:
+            elif kind == messages.FRAME_SNAP_CHUNK:
                 self._chunk(stream, frame)
             else:
                 self._deliver(self._end_stream(stream, frame))
@@ -583,14 +586,14 @@ class PeerTransport:
             )
         if frm not in self._peers:
             raise RemoteProtocolError(f"message from node {frm}, which is not a peer")
-        wire.check_message(m)
+        messages.check_message(m)
         return m
 
     def _begin_stream(self, frame: list[Any], frm: int) -> _SnapStream:
         if len(frame) != 5:
             raise RemoteProtocolError("SNAP_BEGIN frame: expected 5 fields")
         _, sid, head, total, crc = frame
-        m = self._check(wire.message_from_wire(head), frm)
+        m = self._check(messages.message_from_wire(head), frm)
         if m.type != MessageType.SNAP or m.snapshot is None:
             raise RemoteProtocolError("SNAP_BEGIN frame: not a snapshot message")
         for name, v in (("stream id", sid), ("size", total), ("crc32", crc)):
@@ -614,7 +617,7 @@ class PeerTransport:
         self.stats.snapshot_chunks_received += 1
 
     def _end_stream(self, stream: _SnapStream | None, frame: list[Any]) -> Message:
-        if stream is None or frame != [wire.FRAME_SNAP_END, stream.stream_id]:
+        if stream is None or frame != [messages.FRAME_SNAP_END, stream.stream_id]:
             raise RemoteProtocolError("SNAP_END frame outside its stream")
         if len(stream.buf) != stream.total:
             raise RemoteProtocolError(

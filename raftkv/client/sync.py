@@ -1,4 +1,4 @@
-"""A blocking facade over :class:`raftkv.client.Client`, for scripts and the CLI.
+"""A blocking facade over :class:`raftkv.client.client.Client`, for scripts and the CLI.
 
 The async client runs on a private event loop in a daemon thread; every method submits the
 coroutine of the same name there and waits for it, so behaviour (retries, exactly-once,
@@ -171,7 +171,7 @@ class SyncClient:
 
 
 class SyncWatcher:
-    """A blocking iterator over a :class:`raftkv.client.Watcher`."""
+    """A blocking iterator over a :class:`raftkv.client.client.Watcher`."""
 
     def __init__(self, client: SyncClient, watcher: Watcher) -> None:
         self._client = client

@@ -1,8 +1,8 @@
 """Durable storage: SQLite write-ahead log + hard state, checksummed snapshot files."""
 
-from raftkv.storage import failpoints
-from raftkv.storage.snapfile import SnapshotReceiver, iter_snapshot_chunks
-from raftkv.storage.sqlite import SQLiteStorage, StorageStats, entry_crc
+from raftkv.server.storage import failpoints
+from raftkv.server.storage.snapfile import SnapshotReceiver, iter_snapshot_chunks
+from raftkv.server.storage.sqlite import SQLiteStorage, StorageStats, entry_crc
 
 __all__ = [
     "SQLiteStorage",

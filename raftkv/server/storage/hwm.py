@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from raftkv.errors import CorruptionError
-from raftkv.storage.snapfile import fsync_dir
+from raftkv.server.storage.snapfile import fsync_dir
 
 HWM_NAME: Final = "raft.hwm"
 SLOT_SIZE: Final = 64

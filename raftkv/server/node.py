@@ -1,8 +1,8 @@
 """The asyncio node driver: ticks, the Ready loop, proposals, linearizable reads, membership.
 
 A :class:`Node` owns one Raft core (:class:`~raftkv.raft.RawNode`), its durable storage
-(:class:`~raftkv.storage.sqlite.SQLiteStorage`), a peer transport and the replicated state
-machine (:class:`~raftkv.fsm.KVStateMachine`).  One task runs the Ready loop:
+(:class:`~raftkv.server.storage.sqlite.SQLiteStorage`), a peer transport and the replicated state
+machine (:class:`~raftkv.state.fsm.KVStateMachine`).  One task runs the Ready loop:
 
 1. persist the Ready's hard state, entries and snapshot (one SQLite transaction, fsynced);
 2. only then hand its messages to the transport;
@@ -11,8 +11,8 @@ machine (:class:`~raftkv.fsm.KVStateMachine`).  One task runs the Ready loop:
 4. ``advance``.
 
 Log entries carry a one-byte envelope: ``K`` + a state-machine command
-(:func:`raftkv.codec.encode_command`), or ``M`` + member attributes (a member publishing its
-client address).  Node-level snapshots hold the state machine and the member table.
+(:func:`raftkv.protocol.codec.encode_command`), or ``M`` + member attributes (a member publishing
+its client address).  Node-level snapshots hold the state machine and the member table.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Any, Protocol
 
 import msgpack
 
-from raftkv import codec
 from raftkv.api import CLIENT_WRITES, DEFAULT_LIMITS, Command, Limits, Request
 from raftkv.errors import (
     ConfChangeRefused,
@@ -47,8 +46,8 @@ from raftkv.errors import (
     StorageError,
     Timeout,
 )
-from raftkv.fsm import ApplyResult, KVStateMachine
-from raftkv.protocol import MAX_REPLY_BYTES
+from raftkv.protocol import codec
+from raftkv.protocol.methods import MAX_REPLY_BYTES
 from raftkv.raft import (
     NONE,
     ConfChange,
@@ -64,11 +63,12 @@ from raftkv.raft import (
     Ready,
     StateRole,
 )
-from raftkv.storage import failpoints
-from raftkv.storage.hwm import StorageLoss
-from raftkv.storage.sqlite import SQLiteStorage
+from raftkv.server.storage import failpoints
+from raftkv.server.storage.hwm import StorageLoss
+from raftkv.server.storage.sqlite import SQLiteStorage
+from raftkv.state.fsm import ApplyResult, KVStateMachine
 
-log = logging.getLogger("raftkv.node")
+log = logging.getLogger("raftkv.server.node")
 
 UNSAFE_SWITCHES: dict[str, str] = {
     "stale_reads": "serve linearizable reads from local state, without ReadIndex",
@@ -145,7 +145,7 @@ def tcp_transport_factory(
     on_message: Callable[[Message], None],
     on_unreachable: Callable[[int], None],
 ) -> Transport:
-    """The production transport: asyncio TCP with msgpack frames (raftkv.transport)."""
+    """The production transport: asyncio TCP with msgpack frames (raftkv.server.transport)."""
     return _TcpTransport(node_id, cluster_id, listen_addr, peers, on_message, on_unreachable)
 
 
@@ -159,8 +159,8 @@ class _TcpTransport:
         on_message: Callable[[Message], None],
         on_unreachable: Callable[[int], None],
     ) -> None:
-        from raftkv.protocol import split_addr
-        from raftkv.transport.peer import PeerTransport
+        from raftkv.protocol.methods import split_addr
+        from raftkv.server.transport.peer import PeerTransport
 
         self._split = split_addr
         self.inner = PeerTransport(
@@ -337,8 +337,8 @@ class Node:
 
     @classmethod
     async def start(cls, cfg: NodeConfig, transport_factory: TransportFactory) -> Node:
-        from raftkv.protocol import cluster_id as make_cluster_id
-        from raftkv.protocol import member_id
+        from raftkv.protocol.methods import cluster_id as make_cluster_id
+        from raftkv.protocol.methods import member_id
 
         if cfg.name not in cfg.initial_cluster:
             raise ValueError(f"--initial-cluster must include this member ({cfg.name})")
@@ -1150,7 +1150,7 @@ class Node:
     async def add_member(
         self, name: str, peer_addr: str, client_addr: str, learner: bool
     ) -> Member:
-        from raftkv.protocol import member_id
+        from raftkv.protocol.methods import member_id
 
         nid = member_id(name, self.cfg.cluster_token)
         if nid in self.members or nid in self.conf_state.all_ids():
@@ -1287,7 +1287,7 @@ async def _bootstrap(
 
 
 def _default_fsm(limits: Limits | None = None) -> KVStateMachine:
-    from raftkv.lease import LeaseConfig
+    from raftkv.state.lease import LeaseConfig
 
     # Stall detection: if the leader's lease loop was not scheduled for 2 s (a stall, a
     # SIGSTOP, a slow disk), deadlines move back by the gap instead of all expiring at once.

@@ -21,7 +21,7 @@ from raftkv.api import (
     TxnRequest,
 )
 from raftkv.errors import DuplicateKey, InvalidArgument, RequestTooLarge, TooManyOps
-from raftkv.mvcc.store import KVStore
+from raftkv.state.mvcc.store import KVStore
 
 
 def check_request(req: RequestOp, limits: Limits) -> None:

@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from raftkv.node import Node
-from raftkv.protocol import split_addr
+from raftkv.protocol.methods import split_addr
+from raftkv.server.node import Node
 
-log = logging.getLogger("raftkv.metrics")
+log = logging.getLogger("raftkv.server.metrics")
 
 
 class _NodeCollector(Collector):

@@ -7,11 +7,11 @@ from typing import Any
 
 from raftkv.api import RangeRequest
 from raftkv.errors import CorruptionError, StorageError
-from raftkv.fsm import KVStateMachine
-from raftkv.node import Member, _node_snapshot, _restore_node_snapshot
-from raftkv.protocol import cluster_id, member_id
+from raftkv.protocol.methods import cluster_id, member_id
 from raftkv.raft import ConfState, HardState, Snapshot, SnapshotMeta
-from raftkv.storage.sqlite import SQLiteStorage
+from raftkv.server.node import Member, _node_snapshot, _restore_node_snapshot
+from raftkv.server.storage.sqlite import SQLiteStorage
+from raftkv.state.fsm import KVStateMachine
 
 
 async def restore_snapshot(

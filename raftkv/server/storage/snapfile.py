@@ -35,7 +35,7 @@ import msgpack
 
 from raftkv.errors import CorruptionError
 from raftkv.raft.types import ConfState, Snapshot, SnapshotMeta
-from raftkv.storage import failpoints
+from raftkv.server.storage import failpoints
 
 MAGIC: Final = b"RKVSNAP\x00"
 VERSION: Final = 1

@@ -1,6 +1,6 @@
 """The async client: ``async with raftkv.Client(endpoints) as c: await c.put(b"k", b"v")``.
 
-Design (the protocol is :mod:`raftkv.protocol`):
+Design (the protocol is :mod:`raftkv.protocol.methods`):
 
 * **One connection per endpoint**, opened lazily, handshake first; requests are multiplexed on
   it by ``req_id`` and a reader task dispatches each reply to its future (unary calls) or
@@ -9,7 +9,7 @@ Design (the protocol is :mod:`raftkv.protocol`):
 * **Exactly-once writes**: the client has a random 63-bit ``client_id``; each write takes the
   next ``seq`` and keeps it across retries, so a retried write is applied once and answered
   with its original result.  The server keeps the last 64 results per client
-  (:class:`raftkv.fsm.DedupConfig`), so seqs are handed out through a *window*: a new write
+  (:class:`raftkv.state.fsm.DedupConfig`), so seqs are handed out through a *window*: a new write
   waits while it would be ``write_window`` or more ahead of the oldest write still in flight.
   Without it a write delayed by retries could be evicted from the dedup table before it
   applies and fail with ``InvalidArgument``.
@@ -55,7 +55,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from raftkv import codec, wire
 from raftkv.api import (
     ALL_KEYS,
     Command,
@@ -107,7 +106,8 @@ from raftkv.errors import (
     Unavailable,
     WatchCancelled,
 )
-from raftkv.protocol import MAX_REPLY_BYTES, Method, Reply, split_addr
+from raftkv.protocol import codec, wire
+from raftkv.protocol.methods import MAX_REPLY_BYTES, Method, Reply, split_addr
 
 T = TypeVar("T")
 

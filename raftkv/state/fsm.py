@@ -24,7 +24,6 @@ from typing import Any
 
 import msgpack
 
-from raftkv import codec
 from raftkv.api import (
     DEFAULT_LIMITS,
     Command,
@@ -70,11 +69,12 @@ from raftkv.errors import (
     RaftKVError,
     RequestTooLarge,
 )
-from raftkv.lease import LeaseConfig, Lessor
-from raftkv.mvcc.store import KVStore
-from raftkv.mvcc.txn import check_request, compare_ok
+from raftkv.protocol import codec
+from raftkv.state.lease import LeaseConfig, Lessor
+from raftkv.state.mvcc.store import KVStore
+from raftkv.state.mvcc.txn import check_request, compare_ok
 
-log = logging.getLogger("raftkv.fsm")
+log = logging.getLogger("raftkv.state.fsm")
 
 SNAPSHOT_MAGIC = b"RKVFSM1\n"
 _DIGEST_SIZE = 32

@@ -1,4 +1,5 @@
-"""The client-facing server: the protocol of :mod:`raftkv.protocol` on top of a :class:`Node`.
+"""The client-facing server: the protocol of :mod:`raftkv.protocol.methods` on top of a
+:class:`Node`.
 
 One asyncio server per member.  Each connection starts with a handshake, then carries many
 requests at once (each request runs as its own task and answers with its ``req_id``).  Errors
@@ -18,8 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from raftkv import codec, wire
-from raftkv.admission import AdmissionControl, TokenBucket
 from raftkv.api import (
     Command,
     CompactionRequest,
@@ -49,11 +48,13 @@ from raftkv.errors import (
     RemoteProtocolError,
     ReplyTooLarge,
 )
-from raftkv.node import Node
-from raftkv.protocol import Method, Reply, split_addr
-from raftkv.watch import WatchHub, WatchSpec
+from raftkv.protocol import codec, wire
+from raftkv.protocol.methods import Method, Reply, split_addr
+from raftkv.server.admission import AdmissionControl, TokenBucket
+from raftkv.server.node import Node
+from raftkv.server.watch import WatchHub, WatchSpec
 
-log = logging.getLogger("raftkv.server")
+log = logging.getLogger("raftkv.server.native")
 
 Handler = Callable[["_Conn", int, Any], Awaitable[Any]]
 
@@ -118,7 +119,7 @@ class Server:
             )
         self.node = node
         self.admission = admission
-        """Rate limits per connection and per node (None: off); see raftkv.admission."""
+        """Rate limits per connection and per node (None: off); see raftkv.server.admission."""
         self.host, self.port = split_addr(listen_addr)
         self.max_frame = max_frame
         self.max_reply_bytes = (
@@ -588,7 +589,7 @@ class Server:
         return {"ok": True, "id": self.node.id}
 
     def snapshot_bytes(self) -> bytes:
-        from raftkv.node import _node_snapshot
+        from raftkv.server.node import _node_snapshot
 
         return _node_snapshot(self.node.fsm, self.node.members)
 

@@ -1,5 +1,0 @@
-"""TCP transport between Raft peers (length-prefixed msgpack frames, see :mod:`raftkv.wire`)."""
-
-from raftkv.transport.peer import Faults, LinkFault, PeerTransport, TransportStats
-
-__all__ = ["Faults", "LinkFault", "PeerTransport", "TransportStats"]
