@@ -31,8 +31,8 @@ from raftkv.errors import (
 )
 from raftkv.protocol import codec, wire
 from raftkv.protocol.methods import Method, Reply, member_id
-from raftkv.state.fsm import KVStateMachine
 from raftkv.server.watch import WatchSpec
+from raftkv.state.fsm import KVStateMachine
 
 _WRITES = {
     Method.PUT,
