@@ -387,3 +387,161 @@ class Command:
     client_id: int = 0
     seq: int = 0
     now: float = 0.0
+
+
+# --- cluster and maintenance ----------------------------------------------------------------
+#
+# These never enter the log: the API service (raftkv.server.service) answers them from the
+# member's own state, or from the leader's for the membership changes it forwards there.
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of the cluster, as the membership lists it."""
+
+    id: int
+    name: str
+    peer_addr: str
+    client_addr: str = ""
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberListRequest:
+    """Members as the cluster's configuration has them (linearizable: a read barrier first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberListResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAddRequest:
+    """Add a member (a voter, or a learner that replicates but does not vote)."""
+
+    name: str
+    peer_addr: str
+    client_addr: str = ""
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAddResponse:
+    header: ResponseHeader
+    member: Member
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoveRequest:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPromoteRequest:
+    """Make a learner a voter (refused until it has caught up with the leader's log)."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdateRequest:
+    """Change a member's advertised peer address (its id and name stay)."""
+
+    id: int
+    peer_addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class MembersResponse:
+    """The answer of a remove, promote or update: the members after the change."""
+
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """``with_hash``: also compute the content hash (a walk of the whole store)."""
+
+    with_hash: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResponse:
+    """One member's view of itself and of the cluster."""
+
+    header: ResponseHeader
+    id: int
+    name: str
+    cluster_id: int
+    leader: int
+    term: int
+    raft_index: int
+    raft_applied_index: int
+    commit_index: int
+    revision: int
+    compact_revision: int
+    db_size: int
+    hash: int
+    is_learner: bool
+    role: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRequest:
+    """Health: the member can serve, and a linearizable read goes through."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResponse:
+    health: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HashKVRequest:
+    """The hash of the key space up to ``revision`` (0: the current revision)."""
+
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HashKVResponse:
+    header: ResponseHeader
+    hash: int
+    revision: int
+    compact_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeaderRequest:
+    """Hand leadership to the voter ``target_id``."""
+
+    target_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeaderResponse:
+    header: ResponseHeader
+    leader: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """A consistent copy of the member's state, as a stream of chunks."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """One piece of a snapshot stream; the last one has ``sha256`` set (the hex SHA-256 of
+    all ``data`` before it), ``size``, and the ``revision`` and Raft ``index`` it is at."""
+
+    data: bytes = b""
+    sha256: str = ""
+    size: int = 0
+    revision: int = 0
+    index: int = 0

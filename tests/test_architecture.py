@@ -38,6 +38,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "raftkv.raft",
         "raftkv.state",
     ),
+    # A follower forwards calls to the leader as a client of it (see raftkv.server.forward).
+    "raftkv.server.forward": ("raftkv.api", "raftkv.errors", "raftkv.protocol", "raftkv.client"),
     "raftkv.client": ("raftkv.api", "raftkv.errors", "raftkv.protocol"),
     "raftkv.recipes": ("raftkv.api", "raftkv.errors", "raftkv.client"),
     "raftkv.testing": ("raftkv.errors", "raftkv.raft", "raftkv.server"),

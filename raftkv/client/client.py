@@ -308,8 +308,11 @@ class _Conn:
         self._task = asyncio.create_task(self._read_loop(), name=f"raftkv-client-{addr}")
 
     @classmethod
-    async def open(cls, addr: str, timeout: float, cluster_id: int, max_frame: int) -> _Conn:
-        """Dial and handshake.  ConnectionLost if unreachable; HandshakeRefused if refused."""
+    async def open(
+        cls, addr: str, timeout: float, cluster_id: int, max_frame: int, *, node_id: int = 0
+    ) -> _Conn:
+        """Dial and handshake.  ConnectionLost if unreachable; HandshakeRefused if refused.
+        ``node_id``: the member that dials, when a member forwards a call (0: a client)."""
         try:
             host, port = split_addr(addr)
         except ValueError as e:
@@ -318,7 +321,7 @@ class _Conn:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(host, port)
-                hello = wire.Handshake(wire.PROTOCOL_VERSION, cluster_id, 0, wire.ROLE_CLIENT)
+                hello = wire.Handshake(wire.PROTOCOL_VERSION, cluster_id, node_id, wire.ROLE_CLIENT)
                 writer.write(wire.encode_frame(hello.to_wire()))
                 decoder = wire.FrameDecoder(max_frame)
                 frames: list[Any] = []

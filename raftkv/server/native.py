@@ -13,45 +13,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from raftkv.api import (
     Command,
     CompactionRequest,
     DeleteRangeRequest,
-    DeleteRangeResponse,
-    KeyValue,
+    HashKVRequest,
+    HealthRequest,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseLeasesRequest,
-    LeaseLeasesResponse,
     LeaseRevokeRequest,
     LeaseTimeToLiveRequest,
+    MemberAddRequest,
+    MemberListRequest,
+    MemberPromoteRequest,
+    MemberRemoveRequest,
+    MoveLeaderRequest,
     PutRequest,
-    PutResponse,
     RangeRequest,
-    RangeResponse,
-    ResponseHeader,
+    SnapshotChunk,
+    SnapshotRequest,
+    StatusRequest,
     TxnRequest,
-    TxnResponse,
 )
 from raftkv.errors import (
     HandshakeRefused,
     InvalidArgument,
-    NoLeader,
     ProtocolError,
     RaftKVError,
     RemoteProtocolError,
-    ReplyTooLarge,
 )
 from raftkv.protocol import codec, wire
 from raftkv.protocol.methods import Method, Reply, split_addr
 from raftkv.server.admission import AdmissionControl, TokenBucket
+from raftkv.server.forward import LeaderLink
 from raftkv.server.node import Node
+from raftkv.server.service import ApiService, CallContext, member_plain
 from raftkv.server.watch import WatchHub, WatchSpec
 
 log = logging.getLogger("raftkv.server.native")
@@ -77,6 +78,12 @@ class _Conn:
         self.closed = False
         self.bucket: TokenBucket | None = None
         """This connection's rate-limit bucket (admission control), made on first use."""
+        self.forwarded = False
+        """The dialling side is a member forwarding its clients' calls to us."""
+
+    def context(self, client_id: int = 0, seq: int = 0) -> CallContext:
+        """The context of a call on this connection."""
+        return CallContext(client_id=client_id, seq=seq, forwarded=self.forwarded)
 
     def send(self, frame: list[Any]) -> None:
         if self.closed:
@@ -103,6 +110,7 @@ class Server:
         handshake_timeout: float | None = None,
         idle_timeout: float | None = None,
         pre_handshake_max_frame: int = wire.MAX_PRE_HANDSHAKE_FRAME,
+        forward_to_leader: bool = True,
     ) -> None:
         # Connection limits: the NodeConfig's (max_client_connections, client_idle_timeout,
         # client_handshake_timeout) unless given here.
@@ -122,10 +130,6 @@ class Server:
         """Rate limits per connection and per node (None: off); see raftkv.server.admission."""
         self.host, self.port = split_addr(listen_addr)
         self.max_frame = max_frame
-        self.max_reply_bytes = (
-            node.cfg.max_reply_bytes if max_reply_bytes is None else max_reply_bytes
-        )
-        """The largest reply this member builds (ranges and txns beyond it: ReplyTooLarge)."""
         self.max_connections = max_connections
         """Most client connections open at once (handshaking or not); more are closed at once."""
         self.handshake_timeout = handshake_timeout
@@ -164,10 +168,36 @@ class Server:
         if test_hooks:
             self.extra_handlers["debug_fault"] = self._debug_fault
         self.hub = WatchHub(lambda: node.fsm)
+        self.leader_link = LeaderLink(node.cluster_id, node.id)
+        """The connection on which this member forwards calls to the leader."""
+        self.service = ApiService(
+            node,
+            self.hub,
+            max_reply_bytes=max_reply_bytes,
+            forwarder=self.leader_link if forward_to_leader else None,
+        )
+        """What every call means (this front end only decodes and encodes)."""
+        self._service_write: dict[type[Any], Callable[[Any, CallContext], Awaitable[Any]]] = {
+            PutRequest: self.service.put,
+            DeleteRangeRequest: self.service.delete_range,
+            TxnRequest: self.service.txn,
+            CompactionRequest: self.service.compact,
+            LeaseGrantRequest: self.service.lease_grant,
+            LeaseRevokeRequest: self.service.lease_revoke,
+        }
         self.hub_progress_interval = 10.0
         """Seconds between progress notifications on quiet watches that asked for them."""
         node.listeners.append(self.hub.on_apply)
         node.fatal_listeners.append(self._on_fatal)
+
+    @property
+    def max_reply_bytes(self) -> int:
+        """The largest reply this member builds (the service's limit)."""
+        return self.service.max_reply_bytes
+
+    @max_reply_bytes.setter
+    def max_reply_bytes(self, value: int) -> None:
+        self.service.max_reply_bytes = value
 
     @property
     def address(self) -> str:
@@ -180,6 +210,7 @@ class Server:
         log.info("serving clients on %s", self.address)
 
     async def stop(self) -> None:
+        await self.leader_link.close()
         if self._server is not None:
             self._server.close()
         for c in list(self._conns):
@@ -214,7 +245,7 @@ class Server:
         try:
             try:
                 await asyncio.wait_for(
-                    self._handshake(reader, writer, decoder), self.handshake_timeout
+                    self._handshake(conn, reader, writer, decoder), self.handshake_timeout
                 )
             except TimeoutError:
                 self.connections_timed_out += 1
@@ -273,7 +304,11 @@ class Server:
                 writer.close()
 
     async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: wire.FrameDecoder
+        self,
+        conn: _Conn,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: wire.FrameDecoder,
     ) -> None:
         """Read and answer the handshake (the caller bounds all of it by handshake_timeout)."""
         frames: list[Any] = []
@@ -294,6 +329,7 @@ class Server:
             writer.write(wire.encode_frame(wire.handshake_reply(str(e))))
             raise
         writer.write(wire.encode_frame(wire.handshake_reply()))
+        conn.forwarded = hs.node_id != 0
         if decoder.buffered:
             raise RemoteProtocolError(
                 f"{decoder.buffered} bytes of requests sent before the handshake reply"
@@ -378,106 +414,41 @@ class Server:
             conn.tasks.pop(req_id, None)
             conn.send([req_id, int(Reply.END), end])
 
-    # --- helpers ---------------------------------------------------------------------------
-
-    def header(self, revision: int | None = None) -> ResponseHeader:
-        n = self.node
-        return ResponseHeader(
-            cluster_id=n.cluster_id,
-            member_id=n.id,
-            revision=n.fsm.revision if revision is None else revision,
-            raft_term=n.rn.raft.term,
-        )
-
-    def _with_header(self, resp: Any) -> Any:
-        h = getattr(resp, "header", None)
-        if isinstance(h, ResponseHeader):
-            return replace(resp, header=self.header(h.revision))
-        return resp
-
-    # --- KV --------------------------------------------------------------------------------
-
-    async def _range(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        req = codec.from_plain(RangeRequest, payload)
-        self.node.check_serving()  # a member that lost state or storage serves no reads
-        if not req.serializable and "stale_reads" not in self.node.cfg.unsafe:
-            await self.node.read_barrier()
-        resp = self.node.fsm.range(req)
-        self._check_reply(resp)
-        return codec.to_plain(self._with_header(resp))
+    # --- KV ----------------------------------------------------------------------------------
 
     def _writer(self, cls: type[Any]) -> Handler:
         """The handler of one write method: it accepts exactly its own request type."""
 
         async def handle(conn: _Conn, req_id: int, payload: Any) -> Any:
-            return await self._write(cls, payload)
+            call = self._service_write[cls]
+            cmd = codec.from_plain(Command, payload)
+            if type(cmd.request) is not cls:
+                raise InvalidArgument(
+                    f"this method takes a {cls.__name__}, not a {type(cmd.request).__name__}"
+                )
+            return codec.to_plain(await call(cmd.request, conn.context(cmd.client_id, cmd.seq)))
 
         return handle
 
-    async def _write(self, cls: type[Any], payload: Any) -> Any:
-        cmd = codec.from_plain(Command, payload)
-        if type(cmd.request) is not cls:
-            raise InvalidArgument(
-                f"this method takes a {cls.__name__}, not a {type(cmd.request).__name__}"
-            )
-        if isinstance(cmd.request, TxnRequest) and is_read_only(cmd.request):
-            # etcd serves a read-only txn like a range: ReadIndex, then local state; it never
-            # enters the log (so it is not replicated, applied or remembered on any member).
-            if "stale_reads" not in self.node.cfg.unsafe:
-                await self.node.read_barrier()
-            resp: Any = self.node.fsm.read_txn(cmd.request)
-        else:
-            result = await self.node.propose_client(cmd.request, cmd.client_id, cmd.seq)
-            if result.error is not None:
-                raise result.error
-            resp = result.response
-        self._check_reply(resp)
-        return codec.to_plain(self._with_header(resp))
+    async def _range(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        req = codec.from_plain(RangeRequest, payload)
+        return codec.to_plain(await self.service.range(req, conn.context()))
 
-    def _check_reply(self, resp: Any) -> None:
-        """ReplyTooLarge before a reply over ``max_reply_bytes`` is encoded."""
-        size = reply_bytes(resp)
-        if size > self.max_reply_bytes:
-            raise ReplyTooLarge(
-                f"the reply of about {size} bytes exceeds this member's reply limit of "
-                f"{self.max_reply_bytes} bytes (max_reply_bytes): read fewer keys per request "
-                "(set a limit, e.g. `raftkv get --limit N`, and continue from the last key "
-                "returned plus a zero byte), or ask for keys_only or count_only"
-            )
-
-    async def _lease_authority(self) -> None:
-        """Lease clocks live on the leader only: keep-alive and TTL are served there.  A new
-        leader takes over the leases a moment after its election (once its own term's entry
-        is applied): a call arriving in between waits for that, briefly, rather than being
-        refused (refusals trip the client's circuit breaker on the one member that can
-        answer, and a short lease could expire while the client backs off)."""
-        if not self.node.is_leader:
-            raise self.node.not_leader()
-        if not self.node.fsm.lessor.is_primary:
-            await self.node.wait_lease_primary(self.node.election_timeout())
-        if not self.node.is_leader or not self.node.fsm.lessor.is_primary:
-            raise (
-                self.node.not_leader()
-                if not self.node.is_leader
-                else NoLeader("the new leader is not yet serving leases; retry")
-            )
+    # --- leases ----------------------------------------------------------------------------
 
     async def _lease_ttl(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(LeaseTimeToLiveRequest, payload)
-        await self._lease_authority()
-        await self.node.read_barrier()
-        resp = self.node.fsm.time_to_live(req, self.node.lease_now())
-        return codec.to_plain(self._with_header(resp))
+        return codec.to_plain(await self.service.lease_time_to_live(req, conn.context()))
 
     async def _lease_keep_alive(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         req = codec.from_plain(LeaseKeepAliveRequest, payload)
-        await self._lease_authority()
-        resp, reset = self.node.fsm.keep_alive(req, self.node.lease_now())
-        if reset is not None:
-            # The budget in the log is below the TTL: record the renewal before answering, so
-            # a new leader does not fall back to the old budget.
-            await self.node.propose(reset)
-        return codec.to_plain(self._with_header(resp))
+        return codec.to_plain(await self.service.lease_keep_alive(req, conn.context()))
+
+    async def _lease_leases(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        req = codec.from_plain(LeaseLeasesRequest, payload)
+        return codec.to_plain(await self.service.lease_leases(req, conn.context()))
+
+    # --- watch -----------------------------------------------------------------------------
 
     def _on_fatal(self, e: BaseException) -> None:
         """The member stopped serving: close every connection with a watch open, so its
@@ -489,7 +460,6 @@ class Server:
                 c.writer.close()
 
     async def _watch(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        self.node.check_serving()
         spec = WatchSpec.from_plain(payload)
         n_watches = sum(1 for t in conn.tasks.values() if t.get_name().startswith("watch"))
         asyncio.current_task().set_name(f"watch-{req_id}")  # type: ignore[union-attr]
@@ -497,66 +467,67 @@ class Server:
         def send(d: dict[str, Any]) -> None:
             conn.send([req_id, int(Reply.STREAM), d])
 
-        await self.hub.serve(
-            spec, send, conn.writer.drain, n_watches + 1, self.hub_progress_interval
+        await self.service.watch(
+            spec, send, conn.writer.drain, n_watches + 1, conn.context(), self.hub_progress_interval
         )
         return None
-
-    async def _lease_leases(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        codec.from_plain(LeaseLeasesRequest, payload)  # validate
-        await self.node.read_barrier()
-        leases = tuple(self.node.fsm.lessor.leases())
-        return codec.to_plain(LeaseLeasesResponse(self.header(), leases))
 
     # --- cluster and maintenance -----------------------------------------------------------
 
     async def _status(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         want_hash = isinstance(payload, dict) and bool(payload.get("hash", False))
-        return self.node.status(with_hash=want_hash)
+        st = await self.service.status(StatusRequest(with_hash=want_hash), conn.context())
+        d = {f: getattr(st, f) for f in _STATUS_FIELDS}
+        return d
 
     async def _health(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        ok, reason = self.node.health()
-        if ok:
-            try:
-                await self.node.read_barrier(timeout=2.0)
-            except RaftKVError as e:
-                ok, reason = False, f"linearizable read failed: {e}"
-        return {"health": ok, "reason": reason}
+        h = await self.service.health(HealthRequest(), conn.context())
+        return {"health": h.health, "reason": h.reason}
 
     async def _hash_kv(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        f = self.node.fsm
-        return {"hash": f.hash(), "revision": f.revision, "compact_revision": f.compact_revision}
+        revision = 0
+        if isinstance(payload, dict) and "revision" in payload:
+            revision = _int(payload, "revision")
+        h = await self.service.hash_kv(HashKVRequest(revision), conn.context())
+        return {"hash": h.hash, "revision": h.revision, "compact_revision": h.compact_revision}
 
     async def _member_list(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        await self.node.read_barrier()
-        return {"members": self.node.member_list(), "header": codec.to_plain(self.header())}
+        r = await self.service.member_list(MemberListRequest(), conn.context())
+        return {
+            "members": [member_plain(m) for m in r.members],
+            "header": codec.to_plain(r.header),
+        }
 
     async def _member_add(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         p = _dict(payload)
-        m = await self.node.add_member(
-            _str(p, "name"),
-            _str(p, "peer_addr"),
-            str(p.get("client_addr", "")),
-            bool(p.get("learner", False)),
+        learner = p.get("learner", False)
+        req = MemberAddRequest(
+            name=_str(p, "name"),
+            peer_addr=_str(p, "peer_addr"),
+            client_addr=str(p.get("client_addr", "")),
+            is_learner=bool(learner),
         )
+        r = await self.service.member_add(req, conn.context())
         return {
-            "member": m.to_dict(),
-            "members": self.node.member_list(),
+            "member": member_plain(r.member),
+            "members": [member_plain(m) for m in r.members],
             "cluster_id": self.node.cluster_id,
         }
 
     async def _member_remove(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        await self.node.remove_member(_int(_dict(payload), "id"))
-        return {"members": self.node.member_list()}
+        req = MemberRemoveRequest(_int(_dict(payload), "id"))
+        r = await self.service.member_remove(req, conn.context())
+        return {"members": [member_plain(m) for m in r.members]}
 
     async def _member_promote(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        await self.node.promote_member(_int(_dict(payload), "id"))
-        return {"members": self.node.member_list()}
+        req = MemberPromoteRequest(_int(_dict(payload), "id"))
+        r = await self.service.member_promote(req, conn.context())
+        return {"members": [member_plain(m) for m in r.members]}
 
     async def _move_leader(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        target = _int(_dict(payload), "id")
-        await self.node.transfer_leadership(target)
-        return {"leader": self.node.leader_id}
+        req = MoveLeaderRequest(_int(_dict(payload), "id"))
+        r = await self.service.move_leader(req, conn.context())
+        return {"leader": r.leader}
 
     async def _debug_fault(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         """TEST ONLY (``RAFTKV_TEST_HOOKS=1``): fault injection for jepsen_like nemeses.
@@ -588,61 +559,42 @@ class Server:
             self.node.clock_skew = float(p["clock_skew"])
         return {"ok": True, "id": self.node.id}
 
-    def snapshot_bytes(self) -> bytes:
-        from raftkv.server.node import _node_snapshot
-
-        return _node_snapshot(self.node.fsm, self.node.members)
-
     async def stream_snapshot(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         """SNAPSHOT: the node's state as chunks, then the SHA-256 of the whole."""
-        await self.node.read_barrier()
-        data = self.snapshot_bytes()
-        for off in range(0, len(data), 1 << 20):
-            conn.send([req_id, int(Reply.STREAM), {"data": data[off : off + (1 << 20)]}])
+        last: SnapshotChunk | None = None
+        async for chunk in self.service.snapshot(SnapshotRequest(), conn.context()):
+            if chunk.sha256:
+                last = chunk
+                break
+            conn.send([req_id, int(Reply.STREAM), {"data": chunk.data}])
             await conn.writer.drain()
+        if last is None:
+            raise RaftKVError("internal error: the snapshot stream ended without its digest")
         return {
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "size": len(data),
-            "revision": self.node.fsm.revision,
-            "index": self.node.applied_index,
+            "sha256": last.sha256,
+            "size": last.size,
+            "revision": last.revision,
+            "index": last.index,
         }
 
 
-def is_read_only(txn: TxnRequest) -> bool:
-    """True if no branch of ``txn`` (nested txns included) writes."""
-    stack = [txn]
-    while stack:
-        t = stack.pop()
-        for op in (*t.success, *t.failure):
-            if isinstance(op, TxnRequest):
-                stack.append(op)
-            elif not isinstance(op, RangeRequest):
-                return False
-    return True
-
-
-_KV_OVERHEAD = 40
-"""Bytes a KeyValue costs on the wire beyond its key and value (tag, four revisions, lease)."""
-
-
-def reply_bytes(resp: Any) -> int:
-    """About how many bytes ``resp`` takes encoded (keys and values dominate); 0 if not a
-    KV response."""
-    total = 0
-    stack = [resp]
-    while stack:
-        r = stack.pop()
-        kvs: tuple[KeyValue, ...] = ()
-        if isinstance(r, RangeResponse):
-            kvs = r.kvs
-        elif isinstance(r, TxnResponse):
-            stack.extend(r.responses)
-        elif isinstance(r, DeleteRangeResponse):
-            kvs = r.prev_kvs
-        elif isinstance(r, PutResponse) and r.prev_kv is not None:
-            kvs = (r.prev_kv,)
-        total += sum(len(kv.key) + len(kv.value) + _KV_OVERHEAD for kv in kvs)
-    return total
+_STATUS_FIELDS = (
+    "id",
+    "name",
+    "cluster_id",
+    "leader",
+    "term",
+    "raft_index",
+    "raft_applied_index",
+    "commit_index",
+    "revision",
+    "compact_revision",
+    "db_size",
+    "hash",
+    "is_learner",
+    "role",
+    "version",
+)
 
 
 def _dict(p: Any) -> dict[str, Any]:
