@@ -57,6 +57,7 @@ class Method(StrEnum):
     LEASE_KEEP_ALIVE = "lease_keep_alive"  # stream: one request item per keep-alive
     # watch (stream)
     WATCH = "watch"
+    WATCH_PROGRESS = "watch_progress"  # {} -> {"watches": n}: progress on this connection's watches
     # cluster / maintenance (payload: dict, answer: dict)
     STATUS = "status"
     HEALTH = "health"
@@ -93,6 +94,9 @@ class Method(StrEnum):
 #   start_revision at or below the compact revision ends at once with WatchCancelled
 #   (reason "compacted", compact_revision).  Resuming after a disconnect: start_revision =
 #   last revision seen + 1 (no gap, no duplicate).
+# WATCH_PROGRESS {} -> {"watches": n}: every watch open on this connection sends a progress
+#   item {"revision": R, "events": [], "progress": True} once it has sent every event at or
+#   below R (etcd's progress request); n is how many watches were asked.
 # LEASE_KEEP_ALIVE is unary on the wire (LeaseKeepAliveRequest -> LeaseKeepAliveResponse);
 #   the client's keep_alive() stream sends one every TTL/3.  Keep-alive and
 #   LEASE_TIME_TO_LIVE are served by the leader only (NotLeader elsewhere): lease clocks

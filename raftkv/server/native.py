@@ -156,6 +156,7 @@ class Server:
             Method.MEMBER_REMOVE: self._member_remove,
             Method.MEMBER_PROMOTE: self._member_promote,
             Method.MOVE_LEADER: self._move_leader,
+            Method.WATCH_PROGRESS: self._watch_progress,
         }
         for m, cls in _WRITES.items():
             self._handlers[m] = self._writer(cls)
@@ -468,9 +469,18 @@ class Server:
             conn.send([req_id, int(Reply.STREAM), d])
 
         await self.service.watch(
-            spec, send, conn.writer.drain, n_watches + 1, conn.context(), self.hub_progress_interval
+            spec,
+            send,
+            conn.writer.drain,
+            n_watches + 1,
+            conn.context(),
+            self.hub_progress_interval,
+            group=conn,
         )
         return None
+
+    async def _watch_progress(self, conn: _Conn, req_id: int, payload: Any) -> Any:
+        return {"watches": self.service.watch_progress(conn, conn.context())}
 
     # --- cluster and maintenance -----------------------------------------------------------
 

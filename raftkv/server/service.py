@@ -365,20 +365,22 @@ class ApiService:
         open_watches: int,
         ctx: CallContext = ANONYMOUS,
         progress_interval: float = 10.0,
+        group: object = None,
     ) -> None:
         """Run one watch until the caller cancels it (watch create; cancelling the task is
         watch cancel): the created notice, history from ``start_revision``, then live events
         through ``send``; progress notifications on a quiet watch that asked for them.
-        ``open_watches`` counts this caller's watches, this one included."""
+        ``open_watches`` counts this caller's watches, this one included; ``group`` names
+        the caller (a connection, a stream) for :meth:`watch_progress`."""
         self.authorizer.check(ctx, Permission.READ, spec.key, spec.range_end)
         self.node.check_serving()
-        await self.hub.serve(spec, send, drain, open_watches, progress_interval)
+        await self.hub.serve(spec, send, drain, open_watches, progress_interval, group)
 
-    def watch_progress(self, ctx: CallContext = ANONYMOUS) -> int:
-        """The revision every watch on this member has seen (etcd's progress request): a
-        watcher that gets this revision has missed no event at or below it."""
+    def watch_progress(self, group: object, ctx: CallContext = ANONYMOUS) -> int:
+        """etcd's progress request: every watch of ``group`` sends a progress notification
+        at the revision it has fully delivered.  Returns how many watches were asked."""
         self.node.check_serving()
-        return self.node.fsm.revision
+        return self.hub.request_progress(group)
 
     # --- cluster ---------------------------------------------------------------------------
 

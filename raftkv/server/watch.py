@@ -93,6 +93,10 @@ class Watcher:
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
+    group: object = None
+    """Whose watch this is (a connection, a stream): progress requests go to a group."""
+    progress_requested: bool = False
+    """A progress request is waiting to be answered (once this watch is synced)."""
 
     def response(self, revision: int, events: list[Event]) -> dict[str, Any]:
         evs = events if self.spec.prev_kv else [Event(e.type, e.kv, None) for e in events]
@@ -148,8 +152,10 @@ class WatchHub:
         drain: Callable[[], Awaitable[None]],
         conn_watch_count: int,
         progress_interval: float = 10.0,
+        group: object = None,
     ) -> None:
-        """Run one watch until cancelled: created notice, history, then live events."""
+        """Run one watch until cancelled: created notice, history, then live events.
+        ``group`` names whose watch it is, for :meth:`request_progress`."""
         if conn_watch_count > self.max_watches_per_conn:
             raise TooManyWatches(f"at most {self.max_watches_per_conn} watches per connection")
         fsm = self._fsm()
@@ -157,7 +163,7 @@ class WatchHub:
         start = spec.start_revision or current + 1
         if start <= fsm.compact_revision:
             raise WatchCancelled("compacted", fsm.compact_revision)
-        w = Watcher(spec, send, self.max_pending, next_rev=start, synced=False)
+        w = Watcher(spec, send, self.max_pending, next_rev=start, synced=False, group=group)
         send({"created": True, "revision": current, "compact_revision": fsm.compact_revision})
         self.watchers.add(w)
         try:
@@ -168,9 +174,13 @@ class WatchHub:
                     continue
                 while not w.queue.empty():
                     send(w.queue.get_nowait())
+                if w.progress_requested:
+                    # Everything up to next_rev - 1 has been sent (or filtered out).
+                    w.progress_requested = False
+                    send({"revision": w.next_rev - 1, "events": [], "progress": True})
                 await drain()
                 w.wake.clear()
-                if not w.queue.empty() or not w.synced:
+                if not w.queue.empty() or not w.synced or w.progress_requested:
                     continue
                 if spec.progress_notify:
                     with contextlib.suppress(TimeoutError):
@@ -181,6 +191,19 @@ class WatchHub:
                     await w.wake.wait()
         finally:
             self.watchers.discard(w)
+
+    def request_progress(self, group: object) -> int:
+        """Ask every watch of ``group`` for a progress notification: each answers, once it
+        has sent everything up to the current revision, with ``{"revision": R, "events": [],
+        "progress": True}`` (no event at or below R is still to come).  Returns how many
+        watches were asked."""
+        asked = 0
+        for w in self.watchers:
+            if w.group is group:
+                w.progress_requested = True
+                w.wake.set()
+                asked += 1
+        return asked
 
     def _catch_up(self, w: Watcher) -> None:
         """Deliver up to CATCHUP_BATCH revisions from history; mark synced when current.
