@@ -23,9 +23,6 @@ from typing import Any, TextIO
 
 import click
 
-from cli.context import settings
-from cli.kv import _SORT_TARGETS, _kv_lines
-from cli.output import echo_json, to_json_value
 from raftkv.api import (
     ALL_KEYS,
     Compare,
@@ -44,6 +41,10 @@ from raftkv.api import (
 )
 from raftkv.client import key_range
 from raftkv.errors import InvalidArgument
+
+from .context import settings
+from .kv import _SORT_TARGETS, _kv_lines
+from .output import echo_json, to_json_value
 
 PROMPTS = (
     "compares:",

@@ -23,7 +23,7 @@ from pathlib import Path
 from raftkv.client import Client
 from raftkv.errors import RaftKVError, Timeout
 
-SERVE = "import sys; from cli.serve import serve; sys.argv[0] = 'raftkv serve'; serve()"
+SERVE = "import sys; from raftkv_cli.serve import serve; sys.argv[0] = 'raftkv serve'; serve()"
 STOP_GRACE = 5.0
 
 
