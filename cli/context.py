@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
@@ -40,7 +41,13 @@ def parse_duration(value: str) -> float:
     return n / 1000 if unit == "ms" else n * 60 if unit == "m" else n
 
 
-class Duration(click.ParamType):  # type: ignore[type-arg]
+if TYPE_CHECKING:  # click's ParamType is generic in its stubs, a plain class at run time
+    _FloatParamType = click.ParamType[float, object]
+else:
+    _FloatParamType = click.ParamType
+
+
+class Duration(_FloatParamType):
     name = "duration"
 
     def convert(
