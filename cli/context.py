@@ -68,6 +68,21 @@ def split_endpoints(value: str) -> tuple[str, ...]:
     return eps
 
 
+def command_endpoints(ctx: click.Context, value: str | None) -> list[str]:
+    """A command's own ``--endpoints`` if given, else the global ones (``--endpoints``,
+    ``$RAFTKV_ENDPOINTS``, :data:`DEFAULT_ENDPOINTS`)."""
+    if value:
+        return list(split_endpoints(value))
+    return list(settings(ctx).endpoints)
+
+
+def endpoints_given(ctx: click.Context) -> bool:
+    """Whether the global endpoints were named (the option or ``$RAFTKV_ENDPOINTS``) rather
+    than defaulted."""
+    source = ctx.find_root().get_parameter_source("endpoints")
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
 def settings(ctx: click.Context) -> Settings:
     obj = ctx.find_root().obj
     if not isinstance(obj, Settings):
