@@ -18,7 +18,9 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from raftkv.api import LeaseKeepAliveResponse
-from raftkv.client import DEFAULT_ENDPOINT, Bytesish, Client, Watcher, WatchFilter, WatchResponse
+from raftkv.client.client import Client
+from raftkv.client.values import DEFAULT_ENDPOINT, Bytesish, WatchFilter, WatchResponse
+from raftkv.client.watcher import Watcher
 from raftkv.errors import ConnectionLost
 
 P = ParamSpec("P")

@@ -1,0 +1,60 @@
+"""Receiving a snapshot stream into a file (``Client.snapshot_save``)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from raftkv.client.connection import END, Stream
+from raftkv.client.values import as_dict
+from raftkv.errors import ConnectionLost, RemoteProtocolError
+
+__all__ = ["fsync_dir", "receive_snapshot"]
+
+
+async def receive_snapshot(stream: Stream, tmp: Path) -> tuple[int, str, int, int]:
+    """Write the stream's chunks to ``tmp`` (fsynced) and check them against the trailer's
+    SHA-256; returns ``(size, sha256, revision, index)``."""
+    digest = hashlib.sha256()
+    size = 0
+    trailer: dict[str, Any] | None = None
+    with open(tmp, "wb") as f:
+        while True:
+            item = await stream.next()
+            if item is END:
+                break
+            d = as_dict(item)
+            if "data" in d:
+                chunk = d["data"]
+                if not isinstance(chunk, bytes):
+                    raise RemoteProtocolError("snapshot chunk must be bytes")
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            else:
+                trailer = d
+        f.flush()
+        os.fsync(f.fileno())
+    if trailer is None or "sha256" not in trailer:
+        raise ConnectionLost("snapshot stream ended without its checksum")
+    if trailer["sha256"] != digest.hexdigest():
+        raise RemoteProtocolError("snapshot checksum mismatch: the file is corrupt")
+    return (
+        size,
+        digest.hexdigest(),
+        int(trailer.get("revision", 0)),
+        int(trailer.get("index", 0)),
+    )
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
