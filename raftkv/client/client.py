@@ -66,10 +66,17 @@ from raftkv.api import (
     TxnRequest,
     TxnResponse,
 )
-from raftkv.client.config import UNSET, ClientConfig, ConfigKnobs, Unset, config_from_kwargs
+from raftkv.client.config import (
+    KWARG_FIELDS,
+    UNSET,
+    ClientConfig,
+    ConfigKnobs,
+    Unset,
+    config_from_kwargs,
+)
 from raftkv.client.connection import ClientConnection
 from raftkv.client.router import ADMIN, READ, SERIAL, WRITE, BreakerState, CircuitBreaker, Router
-from raftkv.client.snapshot import fsync_dir, receive_snapshot
+from raftkv.client.snapshot import save_snapshot
 from raftkv.client.values import (
     DEFAULT_ENDPOINT,
     Bytesish,
@@ -100,7 +107,6 @@ from raftkv.errors import (
     NotLeader,
     RaftKVError,
     RemoteProtocolError,
-    Timeout,
     TransientError,
 )
 from raftkv.protocol import codec
@@ -186,6 +192,7 @@ class Client(ConfigKnobs):
         keepalive_timeout: float | Unset = UNSET,
         auto_sync_interval: float | Unset | None = UNSET,
     ) -> None:
+        knobs = {k: v for k, v in locals().items() if k in KWARG_FIELDS}
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
         eps = [e.strip() for e in endpoints]
@@ -196,25 +203,7 @@ class Client(ConfigKnobs):
                 split_addr(e)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
-        self.config: ClientConfig = config_from_kwargs(
-            config,
-            {
-                "dial_timeout": dial_timeout,
-                "command_timeout": command_timeout,
-                "attempt_timeout": attempt_timeout,
-                "cluster_id": cluster_id,
-                "write_window": write_window,
-                "max_redirects": max_redirects,
-                "backoff_base": backoff_base,
-                "backoff_cap": backoff_cap,
-                "max_frame": max_frame,
-                "breaker_threshold": breaker_threshold,
-                "breaker_cooldown": breaker_cooldown,
-                "keepalive_interval": keepalive_interval,
-                "keepalive_timeout": keepalive_timeout,
-                "auto_sync_interval": auto_sync_interval,
-            },
-        )
+        self.config: ClientConfig = config_from_kwargs(config, knobs)
         """The client's knobs (frozen)."""
         self.client_id: int = client_id if client_id else (secrets.randbits(63) or 1)
         self._router = Router(
@@ -572,28 +561,8 @@ class Client(ConfigKnobs):
     ) -> SnapshotInfo:
         """Stream a snapshot of one member's state into ``path`` (written to a temporary file,
         checked against the server's SHA-256, fsynced, then renamed)."""
-        dest = Path(path)
-        tmp = dest.with_name(dest.name + ".part")
         budget = timeout if timeout is not None else max(self.command_timeout, 60.0)
-        try:
-            async with asyncio.timeout(budget):
-                conn = await self._router.connect(
-                    self._router.pick(READ), min(self.dial_timeout, budget)
-                )
-                stream = conn.open_stream(Method.SNAPSHOT, {})
-                try:
-                    info = await receive_snapshot(stream, tmp)
-                finally:
-                    stream.cancel()
-        except TimeoutError:
-            tmp.unlink(missing_ok=True)
-            raise Timeout(f"snapshot not received within {budget:g}s") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-        return SnapshotInfo(dest, info[0], info[1], info[2], info[3])
+        return await save_snapshot(self._router, Path(path), budget)
 
     # --- the request machinery -------------------------------------------------------------
 
