@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from cli.context import parse_id, settings
-from cli.output import echo_json, hex_id, human_size, table
 from raftkv.client import EndpointHealth, EndpointStatus, Member
 from raftkv.client.sync import SyncClient
 from raftkv.errors import RaftKVError
+
+from .context import parse_id, settings
+from .output import echo_json, hex_id, human_size, table
 
 
 def _member_row(m: Member) -> list[str]:

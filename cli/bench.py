@@ -1,18 +1,19 @@
 """``raftkv benchmark put|range|txn|failover|watch|lease-keepalive|lease-scale|restart|
 pysyncobj`` and ``raftkv check perf``.
 
-The commands live here and are attached to the ``benchmark`` group and the root group at the
-end of :mod:`cli.main`.  Reports go to stdout, progress bars to stderr.
+The commands live here and are attached to the ``benchmark`` group and the root group by
+:func:`register` (called from main.py).  Endpoints come from :mod:`.context` (a command's own
+``--endpoints``, else the global ones); a raftkv error ends the command through the root
+group's translation in main.py (``Error: ...``, exit status 1).  Reports go to stdout,
+progress bars to stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 import statistics
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -20,8 +21,8 @@ import click
 
 from raftkv.errors import RaftKVError
 
-DEFAULT_ENDPOINTS = "127.0.0.1:2379"
-T = TypeVar("T")
+from .context import DEFAULT_ENDPOINTS, command_endpoints, endpoints_given
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -33,36 +34,6 @@ def endpoints_option(f: F) -> F:
         help="Client endpoints (default: the global --endpoints, $RAFTKV_ENDPOINTS, "
         f"{DEFAULT_ENDPOINTS}).",
     )(f)
-
-
-def resolve_endpoints(value: str | None) -> list[str]:
-    """This command's --endpoints, else the root group's, else the environment, else local."""
-    if not value:
-        root = click.get_current_context().find_root()
-        given = root.params.get("endpoints")
-        if isinstance(given, list | tuple):
-            given = ",".join(given)
-        value = str(given) if given else os.environ.get("RAFTKV_ENDPOINTS", DEFAULT_ENDPOINTS)
-    eps = [e.strip() for e in value.split(",") if e.strip()]
-    if not eps:
-        raise click.UsageError("no endpoints")
-    return eps
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a benchmark coroutine; raftkv errors become one 'Error: ...' line and exit 1."""
-    try:
-        return asyncio.run(coro)
-    except RaftKVError as e:
-        raise click.ClickException(f"{type(e).__name__}: {e}") from None
-
-
-def run_sync(fn: Callable[[], T]) -> T:
-    """Run a synchronous benchmark; raftkv errors become one 'Error: ...' line and exit 1."""
-    try:
-        return fn()
-    except RaftKVError as e:
-        raise click.ClickException(f"{type(e).__name__}: {e}") from None
 
 
 def _bar(length: int, label: str) -> Any:
@@ -112,9 +83,9 @@ def bench_put(
     'benchmark put')."""
     from raftkv.bench.load import run_put
 
-    eps = resolve_endpoints(endpoints)
+    eps = command_endpoints(click.get_current_context(), endpoints)
     with _bar(total, "put") as bar:
-        r = run(
+        r = asyncio.run(
             run_put(
                 eps,
                 clients=clients,
@@ -156,9 +127,9 @@ def bench_range(
     """Get KEY (or [KEY, RANGE_END)) TOTAL times (etcd's 'benchmark range')."""
     from raftkv.bench.load import run_range
 
-    eps = resolve_endpoints(endpoints)
+    eps = command_endpoints(click.get_current_context(), endpoints)
     with _bar(total, "range") as bar:
-        r = run(
+        r = asyncio.run(
             run_range(
                 eps,
                 key=key.encode(),
@@ -195,9 +166,9 @@ def bench_txn(
     """TOTAL txns, each putting --txn-ops new keys if the first does not exist yet."""
     from raftkv.bench.load import run_txn
 
-    eps = resolve_endpoints(endpoints)
+    eps = command_endpoints(click.get_current_context(), endpoints)
     with _bar(total, "txn") as bar:
-        r = run(
+        r = asyncio.run(
             run_txn(
                 eps,
                 clients=clients,
@@ -246,7 +217,7 @@ def bench_failover(
 
     def one(run_dir: Path | None) -> _FailoverRun:
         with process_cluster(nodes, run_dir, tick_ms, election_ticks) as cluster:
-            return run(measure_failover(cluster, warmup=warmup, after=after))
+            return asyncio.run(measure_failover(cluster, warmup=warmup, after=after))
 
     _failover_runs(one, runs, data_dir, "write", "some acknowledged writes were not read back")
 
@@ -296,13 +267,8 @@ def _failover_runs(
 def _explicit_endpoints(value: str | None) -> list[str] | None:
     """The endpoints the user named (this option, the root's, $RAFTKV_ENDPOINTS), else None:
     then the command starts its own cluster of real processes."""
-    if value:
-        return resolve_endpoints(value)
-    root = click.get_current_context().find_root()
-    source = root.get_parameter_source("endpoints")
-    given = source is not None and source is not click.core.ParameterSource.DEFAULT
-    if given or os.environ.get("RAFTKV_ENDPOINTS"):
-        return resolve_endpoints(None)
+    if value or endpoints_given(click.get_current_context()):
+        return command_endpoints(click.get_current_context(), value)
     return None
 
 
@@ -368,10 +334,10 @@ def bench_watch(
 
     if eps is None:
         with spawned_cluster(nodes) as cluster:
-            r = run(go(cluster.endpoints, lambda: cluster_pids(cluster)))
+            r = asyncio.run(go(cluster.endpoints, lambda: cluster_pids(cluster)))
     else:
         named: dict[str, int | None] = {f"pid {p}": p for p in pids}
-        r = run(go(eps, (lambda: named) if named else None))
+        r = asyncio.run(go(eps, (lambda: named) if named else None))
     for line in r.lines():
         click.echo(line)
     if not r.complete:
@@ -393,9 +359,9 @@ def bench_lease_keepalive(
     alive and revoke them.  Exits 1 on any failed keep-alive or lost lease."""
     from raftkv.bench.lease import run_lease_keepalive
 
-    eps = resolve_endpoints(endpoints)
+    eps = command_endpoints(click.get_current_context(), endpoints)
     with _bar(total, "keep-alive") as bar:
-        r = run(
+        r = asyncio.run(
             run_lease_keepalive(
                 eps,
                 leases=leases,
@@ -432,7 +398,7 @@ def bench_lease_scale(
     from raftkv.bench.procs import spawned_cluster
 
     with spawned_cluster(nodes) as cluster, _bar(leases, "lease grant") as bar:
-        r = run(
+        r = asyncio.run(
             run_lease_scale(
                 cluster,
                 leases=leases,
@@ -488,7 +454,7 @@ def bench_restart(
         spawned_cluster(nodes, data_dir, snapshot_count=snapshot_count) as cluster,
         _bar(-(-keys // max(1, txn_ops)), "load txns") as bar,
     ):
-        r = run(
+        r = asyncio.run(
             run_restart(
                 cluster,
                 keys=keys,
@@ -565,17 +531,14 @@ def bench_pysyncobj(
     except ImportError as e:
         raise click.ClickException(str(e)) from None
     if mode != "failover":
-        r = run_sync(
-            functools.partial(
-                run_load,
-                Mode(mode),
-                total=total,
-                inflight=inflight,
-                seconds=seconds,
-                val_size=val_size,
-                journal=journal,
-                data_dir=data_dir,
-            )
+        r = run_load(
+            Mode(mode),
+            total=total,
+            inflight=inflight,
+            seconds=seconds,
+            val_size=val_size,
+            journal=journal,
+            data_dir=data_dir,
         )
         click.echo(r.stats.render(r.title()))
         if r.stats.errors:
@@ -583,15 +546,12 @@ def bench_pysyncobj(
         return
 
     def one(run_dir: Path | None) -> _FailoverRun:
-        return run_sync(
-            functools.partial(
-                run_failover,
-                warmup=warmup,
-                after=after,
-                val_size=val_size,
-                journal=journal,
-                data_dir=run_dir,
-            )
+        return run_failover(
+            warmup=warmup,
+            after=after,
+            val_size=val_size,
+            journal=journal,
+            data_dir=run_dir,
         )
 
     _failover_runs(one, runs, data_dir, "set", "some acknowledged sets were not found")
@@ -623,13 +583,13 @@ def check_perf(endpoints: str | None, load: str, prefix: str, duration: float, c
     FAIL.  Deletes its keys afterwards."""
     from raftkv.bench.perf import progress_steps, resolve_load, run_check_perf
 
-    eps = resolve_endpoints(endpoints)
+    eps = command_endpoints(click.get_current_context(), endpoints)
     try:
         model = resolve_load(load)
     except RaftKVError as e:
         raise click.BadParameter(str(e), param_hint="--load") from None
     with _bar(progress_steps(duration), f"check perf --load {model.name}") as bar:
-        r = run(
+        r = asyncio.run(
             run_check_perf(
                 eps,
                 model,

@@ -28,9 +28,10 @@ from typing import Any
 
 import click
 
-from cli.context import settings
-from cli.output import echo_json, table
 from raftkv.errors import RaftKVError
+
+from .context import settings
+from .output import echo_json, table
 
 STATE_FILE = "cluster.json"
 
@@ -121,7 +122,7 @@ def serve_command(n: NodeInfo, nodes: list[NodeInfo]) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "cli.main",
+        "raftkv_cli.main",
         "serve",
         "--name",
         n.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
@@ -40,7 +41,13 @@ def parse_duration(value: str) -> float:
     return n / 1000 if unit == "ms" else n * 60 if unit == "m" else n
 
 
-class Duration(click.ParamType):  # type: ignore[type-arg]
+if TYPE_CHECKING:  # click's ParamType is generic in its stubs, a plain class at run time
+    _FloatParamType = click.ParamType[float, object]
+else:
+    _FloatParamType = click.ParamType
+
+
+class Duration(_FloatParamType):
     name = "duration"
 
     def convert(
@@ -59,6 +66,21 @@ def split_endpoints(value: str) -> tuple[str, ...]:
     if not eps:
         raise click.BadParameter("no endpoints given")
     return eps
+
+
+def command_endpoints(ctx: click.Context, value: str | None) -> list[str]:
+    """A command's own ``--endpoints`` if given, else the global ones (``--endpoints``,
+    ``$RAFTKV_ENDPOINTS``, :data:`DEFAULT_ENDPOINTS`)."""
+    if value:
+        return list(split_endpoints(value))
+    return list(settings(ctx).endpoints)
+
+
+def endpoints_given(ctx: click.Context) -> bool:
+    """Whether the global endpoints were named (the option or ``$RAFTKV_ENDPOINTS``) rather
+    than defaulted."""
+    source = ctx.find_root().get_parameter_source("endpoints")
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
 
 
 def settings(ctx: click.Context) -> Settings:

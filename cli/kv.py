@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from cli.context import parse_id, settings
-from cli.output import echo_json, hex_id, table, text
 from raftkv.api import (
     ALL_KEYS,
     DeleteRangeResponse,
@@ -16,6 +14,9 @@ from raftkv.api import (
     SortTarget,
 )
 from raftkv.client import WatchFilter, key_range
+
+from .context import parse_id, settings
+from .output import echo_json, hex_id, table, text
 
 _SORT_TARGETS = {
     "KEY": SortTarget.KEY,

@@ -11,13 +11,17 @@ from typing import Any
 
 import click
 
-from cli import admin, kv
-from cli.benchmark import benchmark
-from cli.cluster import cluster
-from cli.context import DEFAULT_ENDPOINTS, Duration, Settings, split_endpoints
-from cli.output import FORMATS
-from cli.txn import txn
 from raftkv.errors import RaftKVError
+
+from . import admin, kv
+from .bench import register as register_bench
+from .benchmark import benchmark
+from .cluster import cluster
+from .context import DEFAULT_ENDPOINTS, Duration, Settings, split_endpoints
+from .output import FORMATS
+from .recipes import register as register_recipes
+from .serve import serve, snapshot_restore
+from .txn import txn
 
 
 class _Group(click.Group):
@@ -89,25 +93,10 @@ for _cmd in (
 ):
     cli.add_command(_cmd)
 
-try:  # 'raftkv serve' and 'snapshot restore' live in cli/serve.py (the server side)
-    from cli.serve import serve as _serve
-    from cli.serve import snapshot_restore as _snapshot_restore
-except ImportError:  # pragma: no cover - before the server lands
-    pass
-else:
-    cli.add_command(_serve)
-    admin.snapshot.add_command(_snapshot_restore)
-
-try:  # more benchmarks and 'check perf' (cli/bench.py)
-    from cli.bench import register as _register_bench
-except ImportError:  # pragma: no cover
-    pass
-else:
-    _register_bench(cli)
-
-from cli.recipes import register as _register_recipes  # noqa: E402 - lock, elect, service
-
-_register_recipes(cli)
+cli.add_command(serve)
+admin.snapshot.add_command(snapshot_restore)
+register_bench(cli)  # benchmark put|range|txn|failover|... and check perf
+register_recipes(cli)  # lock, elect, service
 
 
 def main() -> None:

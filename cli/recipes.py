@@ -19,13 +19,14 @@ from typing import Any
 
 import click
 
-from cli.context import Duration, Settings, settings
-from cli.output import text
 from raftkv.api import EventType
 from raftkv.client import Client
 from raftkv.errors import InvalidArgument
 from raftkv.recipes import Election, Mutex, ServiceRegistry, Session, observe
 from raftkv.recipes.registry import ServiceInstance, service_prefix
+
+from .context import Duration, Settings, settings
+from .output import text
 
 
 def _client(s: Settings) -> Client:

@@ -253,7 +253,7 @@ def serve(
 
 def _use_uvloop() -> None:
     with contextlib.suppress(ImportError):
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         uvloop.install()
 

@@ -19,13 +19,10 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import click
 
-from cli.context import settings
-from cli.kv import _SORT_TARGETS, _kv_lines
-from cli.output import echo_json, to_json_value
 from raftkv.api import (
     ALL_KEYS,
     Compare,
@@ -44,6 +41,12 @@ from raftkv.api import (
 )
 from raftkv.client import key_range
 from raftkv.errors import InvalidArgument
+
+from .context import settings
+from .kv import _SORT_TARGETS, _kv_lines
+from .output import echo_json, to_json_value
+
+T = TypeVar("T")
 
 PROMPTS = (
     "compares:",
@@ -353,12 +356,14 @@ def read_txn(
     of being silently ignored as etcdctl does.
     """
     lineno = 0
-    sections: list[list[RequestOp] | list[Compare]] = []
     eof = False
-    for i, text in enumerate(PROMPTS):
+
+    def section(text: str, parse: Callable[[str], T]) -> tuple[T, ...]:
+        """One section: its lines until a blank line or the end of input."""
+        nonlocal lineno, eof
         if prompt is not None:
             prompt(text)
-        items: list[Any] = []
+        items: list[T] = []
         while not eof:
             raw = readline()
             if raw == "":
@@ -369,10 +374,14 @@ def read_txn(
             if not line:
                 break
             try:
-                items.append(parse_compare(line) if i == 0 else parse_request(line))
+                items.append(parse(line))
             except ValueError as e:
                 raise TxnParseError(str(e), lineno) from None
-        sections.append(items)
+        return tuple(items)
+
+    compares = section(PROMPTS[0], parse_compare)
+    success = section(PROMPTS[1], parse_request)
+    failure = section(PROMPTS[2], parse_request)
     while strict_end and not eof:
         raw = readline()
         if raw == "":
@@ -384,8 +393,7 @@ def read_txn(
                 "requests, blank line, failure requests)",
                 lineno,
             )
-    compares, success, failure = sections
-    return TxnRequest(tuple(compares), tuple(success), tuple(failure))  # type: ignore[arg-type]
+    return TxnRequest(compares, success, failure)
 
 
 def parse_txn(text: str) -> TxnRequest:

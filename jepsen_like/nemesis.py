@@ -342,7 +342,7 @@ async def _retry(
         await asyncio.sleep(0.5)
 
 
-class Member:
+class ReplaceMember:
     """Membership changes during traffic: remove a follower (stop it, wipe it), later add a
     brand-new member in its place through the client's member API."""
 
@@ -632,7 +632,7 @@ class Disk:
         await c.kill(victim)
         c.forget(victim)
         c.wipe(victim)
-        info["replaced_by"] = await Member().add(c)
+        info["replaced_by"] = await ReplaceMember().add(c)
         return info
 
     async def heal(self, c: Control) -> None:
@@ -705,7 +705,7 @@ NEMESES: Final[dict[str, Callable[[], Nemesis]]] = {
     "partition": Partition,
     "slow": Slow,
     "clock": Clock,
-    "member": Member,
+    "member": ReplaceMember,
     "crash-point": CrashPoint,
     "disk": Disk,
     "snapshot": Snapshot,

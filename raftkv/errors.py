@@ -44,15 +44,87 @@ sees one of these, never a bare ``KeyError`` from deep inside.
 
 ``NotLeader`` and ``Compacted`` carry data (the leader hint, the compact revision);
 ``TooManyRequests`` carries ``retry_after`` in seconds.
+
+Each class also says what a client may do about it, in four class attributes that the
+client's retry loop reads and nothing else (docs/client.md, "Retries"):
+
+* ``retryable``: the request may be sent again and may then succeed;
+* ``retry_unapplied``: the error proves the request took no effect, so even a request that
+  is not idempotent (a membership change, ``move_leader``) may be sent again;
+* ``retry_elsewhere``: the answering member is the problem, so the retry goes to another
+  member (a call pinned to one member is not retried);
+* ``member_unhealthy``: the member is down or cut off from the leader, so the error counts
+  against that member's circuit breaker.
+
+Retryable: ``NotLeader`` (at the hint; proves nothing was applied), ``ProposalDropped``,
+``Unavailable``, ``StorageError`` and ``CorruptionError`` (at another member), and every
+``TransientError``: ``Timeout``, ``TooManyRequests`` and ``NoLeader`` (the latter two prove
+nothing was applied), ``ConnectionLost`` (at another member).  Everything else is an answer
+that a retry would only repeat.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ERRORS_BY_CODE",
+    "ApplyFailed",
+    "Compacted",
+    "ConfChangeRefused",
+    "ConnectionLost",
+    "CorruptionError",
+    "DuplicateKey",
+    "FrameTooLarge",
+    "FutureRevision",
+    "HandshakeRefused",
+    "InvalidArgument",
+    "KeyNotFound",
+    "LeaseExists",
+    "LeaseNotFound",
+    "LocalProtocolError",
+    "LockLost",
+    "MemberExists",
+    "MemberNotFound",
+    "NoLeader",
+    "NotLeader",
+    "ProposalDropped",
+    "ProtocolError",
+    "RaftError",
+    "RaftKVError",
+    "RemoteProtocolError",
+    "ReplyTooLarge",
+    "RequestError",
+    "RequestTooLarge",
+    "SnapshotTemporarilyUnavailable",
+    "StorageError",
+    "Timeout",
+    "TooManyOps",
+    "TooManyRequests",
+    "TooManyWatches",
+    "TransientError",
+    "Unavailable",
+    "WatchCancelled",
+    "error_from_code",
+]
 
 
 class RaftKVError(Exception):
     """Base class of every error raftkv raises on purpose."""
 
     code: str = "unknown"
+    retryable: ClassVar[bool] = False
+    """May a request that failed with this error be sent again (after a pause, to the leader
+    or to another member) with a chance of success?  Subclasses inherit it unless they say."""
+    retry_unapplied: ClassVar[bool] = False
+    """Does the error prove that the request took no effect?  Then even a request that is
+    not idempotent may be sent again (only meaningful when ``retryable``)."""
+    retry_elsewhere: ClassVar[bool] = False
+    """Is the answering member itself the problem, so that the retry must go to another
+    member?  A call pinned to one member is then not retried."""
+    member_unhealthy: ClassVar[bool] = False
+    """Does the error show the member down or cut off from the leader?  It then counts
+    against that member's circuit breaker; any other error is an answer from a live member."""
 
     def details(self) -> dict[str, object]:
         """Fields that survive the trip over the wire (see :func:`error_from_code`)."""
@@ -68,12 +140,16 @@ class RaftError(RaftKVError):
 
 class ProposalDropped(RaftError):
     code = "proposal_dropped"
+    retryable = True
 
 
 class NotLeader(RaftError):
     """This member is not the leader. ``leader_hint`` is the leader's id, or 0 if unknown."""
 
     code = "not_leader"
+    retryable = True
+    retry_unapplied = True
+    retry_elsewhere = True
 
     def __init__(self, leader_hint: int = 0, leader_addr: str = "") -> None:
         super().__init__(f"not the leader (leader hint: {leader_hint or 'unknown'})")
@@ -99,6 +175,7 @@ class Compacted(RaftError):
 
 class Unavailable(RaftError):
     code = "unavailable"
+    retryable = True
 
 
 class SnapshotTemporarilyUnavailable(RaftError):
@@ -114,6 +191,9 @@ class ConfChangeRefused(RaftError):
 
 class StorageError(RaftKVError):
     code = "storage"
+    retryable = True
+    retry_elsewhere = True
+    member_unhealthy = True
 
 
 class CorruptionError(StorageError):
@@ -234,14 +314,17 @@ class LockLost(RequestError):
 
 class TransientError(RaftKVError):
     code = "transient"
+    retryable = True
 
 
 class Timeout(TransientError):
     code = "timeout"
+    member_unhealthy = True
 
 
 class TooManyRequests(TransientError):
     code = "too_many_requests"
+    retry_unapplied = True
 
     def __init__(self, retry_after: float = 0.1) -> None:
         super().__init__(f"too many requests, retry after {retry_after:.3f}s")
@@ -253,10 +336,14 @@ class TooManyRequests(TransientError):
 
 class ConnectionLost(TransientError):
     code = "connection_lost"
+    retry_elsewhere = True
+    member_unhealthy = True
 
 
 class NoLeader(TransientError):
     code = "no_leader"
+    retry_unapplied = True
+    member_unhealthy = True
 
 
 class WatchCancelled(RaftKVError):

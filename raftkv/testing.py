@@ -327,7 +327,7 @@ class ProcessCluster:
         return [
             sys.executable,
             "-c",
-            "from cli.serve import serve; serve()",
+            "from raftkv_cli.serve import serve; serve()",
             "--name",
             p.name,
             "--data-dir",

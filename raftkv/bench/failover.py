@@ -23,7 +23,7 @@ from pathlib import Path
 from raftkv.client import Client
 from raftkv.errors import RaftKVError, Timeout
 
-SERVE = "import sys; from cli.serve import serve; sys.argv[0] = 'raftkv serve'; serve()"
+SERVE = "import sys; from raftkv_cli.serve import serve; sys.argv[0] = 'raftkv serve'; serve()"
 STOP_GRACE = 5.0
 
 
@@ -150,7 +150,7 @@ def process_cluster(
 
 
 @dataclass(frozen=True, slots=True)
-class FailoverResult:
+class RaftKVFailoverResult:
     nodes: int
     killed: str
     new_leader: str
@@ -187,7 +187,7 @@ async def measure_failover(
     after: int = 50,
     timeout: float = 30.0,
     command_timeout: float = 1.0,
-) -> FailoverResult:
+) -> RaftKVFailoverResult:
     """Write one key at a time, SIGKILL the leader after ``warmup`` seconds, stop after
     ``after`` acknowledged writes following the kill.  The leader is looked up again just
     before the kill: leadership can move during the warm-up, and killing a follower would
@@ -234,7 +234,7 @@ async def measure_failover(
         readable = len(keys & {kv.key for kv in resp.kvs})
     before = [t for t, _ in acks if t <= killed_at]
     after_ts = [t for t, _ in acks if t > killed_at]
-    return FailoverResult(
+    return RaftKVFailoverResult(
         nodes=cluster.size,
         killed=old.name,
         new_leader=new.name,

@@ -111,8 +111,8 @@ class LoadResult:
 
 
 @dataclass(frozen=True, slots=True)
-class FailoverResult:
-    """One leader kill; the same definitions as :class:`raftkv.bench.failover.FailoverResult`."""
+class PySyncObjFailoverResult:
+    """One leader kill, measured as :class:`raftkv.bench.failover.RaftKVFailoverResult` is."""
 
     killed: str
     new_leader: str
@@ -158,7 +158,7 @@ def _stats(latencies: list[float], errors: dict[str, int], seconds: float) -> St
 
 
 @dataclass
-class Member:
+class PsoMember:
     """One member process and the JSON lines it has printed (read by a thread)."""
 
     name: str
@@ -223,12 +223,12 @@ class PsoCluster:
     root: Path
     journal: bool
     addrs: list[str] = field(default_factory=list)
-    members: list[Member] = field(default_factory=list)
+    members: list[PsoMember] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
 
-    def _spawn(self, i: int, spec: dict[str, Any]) -> Member:
+    def _spawn(self, i: int, spec: dict[str, Any]) -> PsoMember:
         name = f"p{i + 1}"
         spec = {
             **spec,
@@ -249,7 +249,7 @@ class PsoCluster:
             )
         finally:
             log.close()
-        m = Member(name, self.addrs[i], proc, log_path)
+        m = PsoMember(name, self.addrs[i], proc, log_path)
         self.members.append(m)
         m.start_reader()
         return m
@@ -270,10 +270,10 @@ class PsoCluster:
             time.sleep(POLL)
         raise Timeout(f"members 1 and 2 elected no leader within {timeout:g}s")
 
-    def start_driver(self, work: dict[str, Any]) -> Member:
+    def start_driver(self, work: dict[str, Any]) -> PsoMember:
         return self._spawn(2, {"role": "driver", **work})
 
-    def by_addr(self, addr: str) -> Member:
+    def by_addr(self, addr: str) -> PsoMember:
         return next(m for m in self.members if m.addr == addr)
 
     def name_of(self, addr: str | None) -> str:
@@ -281,7 +281,7 @@ class PsoCluster:
             return "none"
         return next((f"{m.name} ({addr})" for m in self.members if m.addr == addr), addr)
 
-    def kill(self, m: Member) -> None:
+    def kill(self, m: PsoMember) -> None:
         m.proc.send_signal(signal.SIGKILL)
         m.proc.wait()
 
@@ -377,7 +377,7 @@ def run_failover(
     op_timeout: float = 1.0,
     timeout: float = 30.0,
     data_dir: Path | None = None,
-) -> FailoverResult:
+) -> PySyncObjFailoverResult:
     """Sequential sync sets from the driver; SIGKILL the leader after ``warmup`` seconds;
     stop after ``after`` sets acknowledged following the kill (or fail after ``timeout``)."""
     _validate(val_size, after=after, warmup=warmup)
@@ -410,7 +410,7 @@ def run_failover(
     after_ts = [t for t in acks if t > killed_at]
     if not after_ts:
         raise Timeout("no set acknowledged after the kill")
-    return FailoverResult(
+    return PySyncObjFailoverResult(
         killed=cluster.name_of(victim.addr),
         new_leader=cluster.name_of(res["leader"]),
         last_ok_before=killed_at - max(before) if before else 0.0,

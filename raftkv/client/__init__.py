@@ -1,19 +1,21 @@
 """The native client: asyncio :class:`Client` and :class:`Watcher`, and the blocking
-:class:`SyncClient` facade (docs/client.md)."""
+:class:`SyncClient` facade (docs/client.md).  Configure it with a :class:`ClientConfig`
+(:class:`Timeouts`, :class:`Retries`, :class:`Limits`; docs/api.md, "The client")."""
 
-from raftkv.client.client import (
+from raftkv.client.client import Client
+from raftkv.client.config import ClientConfig, Limits, Retries, Timeouts
+from raftkv.client.connection import ClientConnection
+from raftkv.client.router import BreakerState, CircuitBreaker, Router
+from raftkv.client.sync import SyncClient, SyncWatcher
+from raftkv.client.values import (
     DEFAULT_ENDPOINT,
-    BreakerState,
     Bytesish,
-    CircuitBreaker,
-    Client,
     EndpointHealth,
     EndpointStatus,
     HashKVResponse,
     Member,
     MemberAddResponse,
     SnapshotInfo,
-    Watcher,
     WatchFilter,
     WatchResponse,
     key_range,
@@ -22,7 +24,7 @@ from raftkv.client.client import (
     op_put,
     to_bytes,
 )
-from raftkv.client.sync import SyncClient, SyncWatcher
+from raftkv.client.watcher import Watcher
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -30,14 +32,20 @@ __all__ = [
     "Bytesish",
     "CircuitBreaker",
     "Client",
+    "ClientConfig",
+    "ClientConnection",
     "EndpointHealth",
     "EndpointStatus",
     "HashKVResponse",
+    "Limits",
     "Member",
     "MemberAddResponse",
+    "Retries",
+    "Router",
     "SnapshotInfo",
     "SyncClient",
     "SyncWatcher",
+    "Timeouts",
     "WatchFilter",
     "WatchResponse",
     "Watcher",

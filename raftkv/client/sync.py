@@ -18,8 +18,12 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from raftkv.api import LeaseKeepAliveResponse
-from raftkv.client import DEFAULT_ENDPOINT, Bytesish, Client, Watcher, WatchFilter, WatchResponse
+from raftkv.client.client import Client
+from raftkv.client.values import DEFAULT_ENDPOINT, Bytesish, WatchFilter, WatchResponse
+from raftkv.client.watcher import Watcher
 from raftkv.errors import ConnectionLost
+
+__all__ = ["SyncClient", "SyncWatcher"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,7 +52,9 @@ async def _next(it: AsyncIterator[U]) -> tuple[bool, U | None]:
 
 
 class SyncClient:
-    """The blocking client.  Same constructor arguments and methods as :class:`Client`;
+    """The blocking client.  Same constructor arguments (``config=`` a
+    :class:`~raftkv.client.config.ClientConfig`, or the single keyword arguments) and methods
+    as :class:`Client`;
     ``watch`` and ``lease_keep_alive`` return ordinary iterators."""
 
     def __init__(
@@ -88,6 +94,7 @@ class SyncClient:
                 self._loop.close()
 
     def __enter__(self) -> SyncClient:
+        """The client itself; closed on exit."""
         return self
 
     def __exit__(
@@ -100,10 +107,12 @@ class SyncClient:
 
     @property
     def client_id(self) -> int:
+        """The id that tags this client's exactly-once writes."""
         return self.aio.client_id
 
     @property
     def endpoints(self) -> tuple[str, ...]:
+        """The endpoints in use (see :meth:`Client.sync_endpoints`)."""
         return self.aio.endpoints
 
     put = _blocking(Client.put)
@@ -179,22 +188,27 @@ class SyncWatcher:
 
     @property
     def revision(self) -> int:
+        """The store revision when the watch was created."""
         return self._watcher.revision
 
     def __iter__(self) -> SyncWatcher:
+        """The watcher is its own iterator."""
         return self
 
     def __next__(self) -> WatchResponse:
+        """Block for the next response (see :meth:`Watcher.__anext__`)."""
         more, item = self._client._run(_next(self._watcher))
         if not more or item is None:
             raise StopIteration
         return item
 
     def cancel(self) -> None:
+        """Stop the watch; iteration ends."""
         if not self._client._closed:
             self._client._loop.call_soon_threadsafe(self._watcher.cancel)
 
     def __enter__(self) -> SyncWatcher:
+        """The watcher itself; cancelled on exit."""
         return self
 
     def __exit__(self, *exc: object) -> None:

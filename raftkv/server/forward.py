@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from raftkv.client.client import _Conn
+from raftkv.client.connection import ClientConnection
 from raftkv.errors import ConnectionLost, HandshakeRefused, NoLeader
 from raftkv.protocol.methods import MAX_REPLY_BYTES, Method
 
@@ -35,12 +35,12 @@ class LeaderLink:
         self.cluster_id = cluster_id
         self.node_id = node_id
         self.connect_timeout = connect_timeout
-        self._conn: _Conn | None = None
+        self._conn: ClientConnection | None = None
         self._lock = asyncio.Lock()
         self.calls = 0
         """Calls forwarded so far."""
 
-    async def _connection(self, addr: str) -> _Conn:
+    async def _connection(self, addr: str) -> ClientConnection:
         async with self._lock:
             conn = self._conn
             if conn is not None and conn.alive and conn.addr == addr:
@@ -49,7 +49,7 @@ class LeaderLink:
                 self._conn = None
                 await conn.close()
             try:
-                conn = await _Conn.open(
+                conn = await ClientConnection.open(
                     addr,
                     self.connect_timeout,
                     self.cluster_id,

@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
 from raftkv.api import prefix_end
 from raftkv.bench.perf import KEY_SIZE, LOADS, perf_key, resolve_load
 from raftkv.bench.report import PERCENTILES, Recorder, percentile
 from raftkv.client import Client
 from raftkv.errors import InvalidArgument
 from raftkv.testing import LocalCluster
+from raftkv_cli.main import cli
 
 T = TypeVar("T")
 

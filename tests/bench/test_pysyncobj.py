@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
 from raftkv.bench import pysyncobj as pso_bench
 from raftkv.bench.pysyncobj import Mode, PsoCluster, run_failover, run_load
 from raftkv.bench.report import PERCENTILES
 from raftkv.errors import InvalidArgument
+from raftkv_cli.main import cli
 
 pytest.importorskip("pysyncobj")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
 from raftkv.bench.procs import cpu_seconds, disk_usage, rss_bytes
 from raftkv.bench.watch import Dist
 from raftkv.client import Client
+from raftkv_cli.main import cli
 from tests.bench.test_bench import ThreadCluster, assert_report_shape
 
 NO_ENV = {"RAFTKV_ENDPOINTS": None}

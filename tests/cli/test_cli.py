@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.context import parse_duration
-from cli.main import cli
+from raftkv_cli.context import parse_duration
+from raftkv_cli.main import cli
 from tests.cli.conftest import ThreadedFake
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.cluster import pid_alive
-from cli.main import cli
+from raftkv_cli.cluster import pid_alive
+from raftkv_cli.main import cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -126,7 +126,7 @@ def test_foreground_cluster_stops_its_members_on_sigterm(tmp_path: Path) -> None
     base = _free_base(1)
     d = tmp_path / "fg"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "cluster", "start", "--nodes", "1",
+        [sys.executable, "-m", "raftkv_cli.main", "cluster", "start", "--nodes", "1",
          "--data-dir", str(d), "--base-port", str(base)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.main import cli
-from cli.txn import TxnParseError, argify, parse_compare, parse_request, parse_txn, txn_from_json
 from raftkv import SyncClient
 from raftkv.api import (
     ALL_KEYS,
@@ -30,6 +28,15 @@ from raftkv.api import (
     TxnRequest,
 )
 from raftkv.testing import LocalCluster
+from raftkv_cli.main import cli
+from raftkv_cli.txn import (
+    TxnParseError,
+    argify,
+    parse_compare,
+    parse_request,
+    parse_txn,
+    txn_from_json,
+)
 
 # --- compares -------------------------------------------------------------------------------
 

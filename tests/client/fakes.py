@@ -4,7 +4,8 @@ Every fake member shares one real :class:`~raftkv.state.fsm.KVStateMachine` (so 
 ``(client_id, seq)`` and the KV semantics are the real ones) but no Raft: the member marked
 leader applies writes at once, the others answer ``NotLeader`` with the leader's address.
 Knobs inject the faults the client must survive: drop the connection after applying a write,
-answer nothing at all, refuse the handshake, delay answers, answer ``TooManyRequests``.
+answer nothing at all, refuse the handshake, delay answers, answer ``TooManyRequests`` or any
+other error.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class FakeMember:
         """Answer the next N requests with TooManyRequests."""
         self.no_leader_addr = False
         """As a follower, answer NotLeader without the leader's address."""
+        self.fail_with: dict[str, list[RaftKVError]] = {}
+        """Answer the next requests of a method with these errors, one each, in order."""
         self.connections = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -181,6 +184,13 @@ class FakeMember:
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
+            failures = self.fail_with.get(method)
+            if failures:
+                kind = Reply.END if method in (Method.WATCH, Method.SNAPSHOT) else Reply.ERROR
+                writer.write(
+                    wire.encode_frame([req_id, int(kind), codec.encode_error(failures.pop(0))])
+                )
+                return
             if method == Method.WATCH:
                 await self._watch(writer, req_id, payload)
                 return

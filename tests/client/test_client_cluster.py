@@ -221,13 +221,13 @@ async def test_lease_calls_wait_for_a_new_leader_to_take_over_the_leases(
     async with Client([lead.client_addr], command_timeout=10.0) as c:
         g = await c.lease_grant(5)
         failed: list[str] = []
-        real_failed = c._failed
+        real_failed = c.router.failed
 
         def spy(addr: str) -> None:
             failed.append(addr)
             real_failed(addr)
 
-        c._failed = spy  # type: ignore[method-assign]
+        c.router.failed = spy  # type: ignore[method-assign]
         lead.node.fsm.lessor.demote()  # the state of a leader just elected
         ttl = await c.lease_time_to_live(g.id)
         assert ttl.granted_ttl == 5 and 0 < ttl.ttl <= 5

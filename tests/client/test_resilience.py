@@ -223,7 +223,7 @@ async def test_keepalive_closes_a_connection_to_a_server_that_stopped_answering(
         [n2.addr], keepalive_interval=0.1, keepalive_timeout=0.5, command_timeout=2.0
     ) as c:
         await c.get("k", serializable=True)
-        conn = c._conns[n2.addr]
+        conn = c.router.conns[n2.addr]
         for _ in range(50):  # healthy: probed, answered, kept
             await asyncio.sleep(0.02)
         assert conn.alive and fc.count(Method.STATUS) >= 1
@@ -260,7 +260,7 @@ async def test_keepalive_off_sends_no_probes(fc: FakeCluster) -> None:
     async with Client([fc.members[0].addr], keepalive_interval=None) as c:
         await c.get("k")
         await asyncio.sleep(0.2)
-        assert c._keepalive_task is None
+        assert c.router.keepalive_task is None
     assert fc.count(Method.STATUS) == 0
 
 
@@ -297,7 +297,7 @@ async def test_reads_and_exactly_once_writes_are_retried_elsewhere(fc: FakeClust
 def test_backoff_is_exponential_with_full_jitter() -> None:
     c = Client(["127.0.0.1:1"], backoff_base=0.1, backoff_cap=1.0, rng=random.Random(7))
     for attempt, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (9, 1.0)]:
-        xs = [c._backoff(attempt) for _ in range(300)]
+        xs = [c.router.backoff(attempt) for _ in range(300)]
         assert all(0 <= x <= ceiling for x in xs)
         assert min(xs) < 0.1 * ceiling and max(xs) > 0.9 * ceiling  # the full range is used
 
@@ -320,8 +320,8 @@ async def test_a_partitioned_member_does_not_stall_the_client(tmp_path: Path) ->
             [cut.client_addr, *others], command_timeout=5.0, attempt_timeout=0.5
         ) as c:
             tried: list[str] = []
-            connect = c._connect
-            c._connect = lambda addr, t: (tried.append(addr), connect(addr, t))[1]  # type: ignore[method-assign]
+            connect = c.router.connect
+            c.router.connect = lambda addr, t: (tried.append(addr), connect(addr, t))[1]  # type: ignore[method-assign]
             t0 = loop.time()
             for i in range(10):
                 # a linearizable read first: the cut-off member cannot serve it

@@ -181,7 +181,7 @@ def test_node_propose_is_patchable() -> None:
 
 
 def test_serve_has_the_admission_flags_and_refuses_negative_rates(tmp_path: Path) -> None:
-    from cli.serve import serve
+    from raftkv_cli.serve import serve
 
     runner = CliRunner()
     help_text = runner.invoke(serve, ["--help"]).output

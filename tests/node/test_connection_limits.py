@@ -241,7 +241,7 @@ async def test_limits_come_from_the_node_config_and_are_validated(tmp_path: Path
 def test_serve_has_the_connection_flags_and_refuses_bad_values(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from cli.serve import serve
+    from raftkv_cli.serve import serve
 
     runner = CliRunner()
     help_text = runner.invoke(serve, ["--help"]).output

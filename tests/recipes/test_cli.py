@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
 from raftkv.testing import LocalCluster
+from raftkv_cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def _cli(tc: ThreadedCluster, *args: str) -> Any:
 
 def _spawn(tc: ThreadedCluster, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "--endpoints", tc.endpoints, *args],
+        [sys.executable, "-m", "raftkv_cli.main", "--endpoints", tc.endpoints, *args],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
