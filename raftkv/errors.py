@@ -317,7 +317,10 @@ class TransientError(RaftKVError):
     retryable = True
 
 
-class Timeout(TransientError):
+class Timeout(TransientError, TimeoutError):
+    """A deadline passed.  Also a builtin :class:`TimeoutError`, so ``except TimeoutError``
+    catches raftkv's timeouts with asyncio's."""
+
     code = "timeout"
     member_unhealthy = True
 

@@ -82,3 +82,16 @@ def test_star_import_gives_exactly_all() -> None:
 def test_unknown_name_is_an_attribute_error() -> None:
     got = fresh("try:\n    raftkv.Nope\nexcept AttributeError as e:\n    print(json.dumps(str(e)))")
     assert got == "module 'raftkv' has no attribute 'Nope'"
+
+
+def test_timeout_is_also_a_builtin_timeout_error() -> None:
+    from raftkv.protocol import codec
+
+    err = raftkv.errors.Timeout("deadline passed")
+    assert isinstance(err, TimeoutError) and isinstance(err, raftkv.errors.TransientError)
+    back = codec.decode_error(codec.encode_error(err))
+    assert type(back) is raftkv.errors.Timeout and str(back) == "deadline passed"
+    try:
+        raise err
+    except TimeoutError as caught:  # the asyncio idiom catches raftkv's timeouts too
+        assert caught is err

@@ -108,6 +108,9 @@ class Mutex:
         try:
             async with asyncio.timeout(timeout):
                 await self._wait_turn(rev)
+        except Timeout:  # the client's own (a TimeoutError too): not the lock's deadline
+            await self._abandon()
+            raise
         except TimeoutError:
             await self._abandon()
             raise Timeout(f"lock {self.prefix!r} not acquired within {timeout:g}s") from None
@@ -301,6 +304,9 @@ class RWMutex:
                     if pred is None:
                         return
                     await wait_delete(self.client, pred.key, read_rev, self.session.done)
+        except Timeout:  # the client's own (a TimeoutError too): not the lock's deadline
+            await self.unlock()
+            raise
         except TimeoutError:
             await self.unlock()
             raise Timeout(f"rwlock {self.prefix!r} not acquired within {timeout:g}s") from None

@@ -214,3 +214,29 @@ async def _busy_writer(a: Session, b: Session) -> None:
     finally:
         assert r.key is None
         await w.unlock()
+
+
+async def test_the_clients_timeout_passes_through_a_lock_unchanged(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """raftkv's Timeout is also a TimeoutError: the lock must not take the client's timeout
+    for its own deadline (and must still withdraw its waiter key)."""
+    async with Session(client, ttl=5) as s:
+        m = Mutex(s, "/tlock/")
+
+        async def no_answer(rev: int) -> None:
+            raise Timeout("the cluster did not answer in time")
+
+        monkeypatch.setattr(m, "_wait_turn", no_answer)
+        with pytest.raises(Timeout, match="the cluster did not answer"):
+            await m.acquire(timeout=None)
+        assert await _keys(client, "/tlock/") == []
+
+    async def no_answer_rw(*a: object, **k: object) -> None:
+        raise Timeout("the cluster did not answer in time")
+
+    async with Session(client, ttl=5) as s1, Session(client, ttl=5) as s2:
+        await RWMutex(s1, "/trw/").lock()  # a writer holds it: the reader must wait
+        monkeypatch.setattr("raftkv.recipes.mutex.wait_delete", no_answer_rw)
+        with pytest.raises(Timeout, match="the cluster did not answer"):
+            await RWMutex(s2, "/trw/").rlock(timeout=None)
