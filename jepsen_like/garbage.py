@@ -1231,9 +1231,9 @@ class Garbage:
         from jepsen_like.control import admin_call
 
         with contextlib.suppress(RaftKVError):
-            status = await admin_call(c.member(live[0]).client_addr, str(Method.STATUS), {}, 1.0)
-            if isinstance(status, dict) and type(status.get("term")) is int:
-                term = min(max(status["term"], 1), I64_MAX - 3)
+            plain = await admin_call(c.member(live[0]).client_addr, str(Method.STATUS), None, 1.0)
+            status = codec.from_plain(api.StatusResponse, plain)
+            term = min(max(status.term, 1), I64_MAX - 3)
         cl = cluster_of(c, term)
         seed = rng.randrange(1 << 32)
         t0 = time.monotonic()

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NewType
+
+Hash64 = NewType("Hash64", int)
+"""An unsigned 64-bit content hash (0 .. 2**64 - 1); every other integer is signed 64-bit."""
 
 ALL_KEYS = b"\0"
 """As ``range_end``: every key greater than or equal to ``key``."""
@@ -433,6 +437,11 @@ class MemberAddResponse:
     member: Member
     members: tuple[Member, ...] = ()
 
+    @property
+    def cluster_id(self) -> int:
+        """The cluster the member joins (what its ``--cluster-id`` must be)."""
+        return self.header.cluster_id
+
 
 @dataclass(frozen=True, slots=True)
 class MemberRemoveRequest:
@@ -485,7 +494,7 @@ class StatusResponse:
     revision: int
     compact_revision: int
     db_size: int
-    hash: int
+    hash: Hash64
     is_learner: bool
     role: str
     version: str
@@ -512,7 +521,7 @@ class HashKVRequest:
 @dataclass(frozen=True, slots=True)
 class HashKVResponse:
     header: ResponseHeader
-    hash: int
+    hash: Hash64
     revision: int
     compact_revision: int
 
@@ -545,3 +554,15 @@ class SnapshotChunk:
     size: int = 0
     revision: int = 0
     index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchProgressRequest:
+    """Ask every watch on this connection for a progress notification (etcd's progress
+    request): each sends ``progress`` at the revision it has fully delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchProgressResponse:
+    watches: int
+    """How many watches were asked."""

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from raftkv import api
 from raftkv.api import (
     Command,
     CompactionRequest,
@@ -88,11 +89,9 @@ from raftkv.client.values import (
     SnapshotInfo,
     WatchFilter,
     WatchResponse,
-    as_dict,
     decode,
     endpoint_status,
     key_range,
-    members_from,
     op_delete,
     op_get,
     op_put,
@@ -106,7 +105,6 @@ from raftkv.errors import (
     LeaseNotFound,
     NotLeader,
     RaftKVError,
-    RemoteProtocolError,
     TransientError,
 )
 from raftkv.protocol import codec
@@ -457,9 +455,9 @@ class Client(ConfigKnobs):
         """The status of ``endpoint`` (default: any reachable member).  ``hash=True`` also
         computes the content hash, which walks the member's whole store (about 2 s at a
         million keys): ask for it when comparing members, not to probe liveness."""
-        payload = {"hash": True} if hash else {}
-        addr, d = await self._admin_dict(Method.STATUS, payload, endpoint, timeout)
-        return endpoint_status(addr, d)
+        req = api.StatusRequest(with_hash=hash)
+        addr, st = await self._admin(Method.STATUS, req, api.StatusResponse, endpoint, timeout)
+        return endpoint_status(addr, st)
 
     async def health(
         self, endpoint: str | None = None, *, timeout: float | None = None
@@ -469,30 +467,27 @@ class Client(ConfigKnobs):
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         try:
-            addr, d = await self._admin_dict(Method.HEALTH, {}, endpoint, timeout)
+            addr, h = await self._admin(
+                Method.HEALTH, api.HealthRequest(), api.HealthResponse, endpoint, timeout
+            )
         except (TransientError, NotLeader) as e:
             return EndpointHealth(endpoint or "", False, loop.time() - t0, str(e))
-        return EndpointHealth(
-            addr, bool(d.get("health", False)), loop.time() - t0, str(d.get("reason", ""))
-        )
+        return EndpointHealth(addr, h.health, loop.time() - t0, h.reason)
 
     async def hash_kv(
         self, revision: int = 0, endpoint: str | None = None, *, timeout: float | None = None
     ) -> HashKVResponse:
         """The hash of ``endpoint``'s MVCC history up to ``revision`` (0: the latest),
         to compare members (default: any reachable member)."""
-        addr, d = await self._admin_dict(Method.HASH_KV, {"revision": revision}, endpoint, timeout)
-        try:
-            return HashKVResponse(
-                addr, int(d["hash"]), int(d["revision"]), int(d.get("compact_revision", 0))
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise RemoteProtocolError(f"malformed hash_kv answer: {e}") from None
+        req = api.HashKVRequest(revision)
+        addr, h = await self._admin(Method.HASH_KV, req, api.HashKVResponse, endpoint, timeout)
+        return HashKVResponse(addr, h.hash, h.revision, h.compact_revision)
 
     async def member_list(self, *, timeout: float | None = None) -> tuple[Member, ...]:
         """The members of the cluster, learners included."""
-        d = as_dict(await self._router.call(Method.MEMBER_LIST, {}, READ, timeout=timeout))
-        return members_from(d.get("members"))
+        req = codec.to_plain(api.MemberListRequest())
+        plain = await self._router.call(Method.MEMBER_LIST, req, READ, timeout=timeout)
+        return decode(api.MemberListResponse, plain).members
 
     async def sync_endpoints(self, *, timeout: float | None = None) -> tuple[str, ...]:
         """Replace the endpoints with the client addresses of the current voting members
@@ -517,40 +512,29 @@ class Client(ConfigKnobs):
         """Add a member called ``name`` at ``peer_addr`` (``learner``: as a
         non-voting learner).  Not idempotent: resent only when surely not applied, so after
         a Timeout or ConnectionLost look at :meth:`member_list` before trying again."""
-        payload = {
-            "name": name,
-            "peer_addr": peer_addr,
-            "client_addr": client_addr,
-            "learner": learner,
-        }
-        d = as_dict(await self._router.call(Method.MEMBER_ADD, payload, ADMIN, timeout=timeout))
-        member = members_from([d.get("member")])[0]
-        return MemberAddResponse(
-            member, members_from(d.get("members")), int(d.get("cluster_id", 0))
-        )
+        payload = codec.to_plain(api.MemberAddRequest(name, peer_addr, client_addr, learner))
+        plain = await self._router.call(Method.MEMBER_ADD, payload, ADMIN, timeout=timeout)
+        return decode(MemberAddResponse, plain)
 
     async def member_remove(self, id: int, *, timeout: float | None = None) -> tuple[Member, ...]:
         """Remove member ``id``; returns the remaining members.  Not idempotent
         (see :meth:`member_add`)."""
-        d = as_dict(
-            await self._router.call(Method.MEMBER_REMOVE, {"id": id}, ADMIN, timeout=timeout)
-        )
-        return members_from(d.get("members"))
+        payload = codec.to_plain(api.MemberRemoveRequest(id))
+        plain = await self._router.call(Method.MEMBER_REMOVE, payload, ADMIN, timeout=timeout)
+        return decode(api.MembersResponse, plain).members
 
     async def member_promote(self, id: int, *, timeout: float | None = None) -> tuple[Member, ...]:
         """Promote learner ``id`` to a voter once it has caught up; returns the
         members.  Not idempotent (see :meth:`member_add`)."""
-        d = as_dict(
-            await self._router.call(Method.MEMBER_PROMOTE, {"id": id}, ADMIN, timeout=timeout)
-        )
-        return members_from(d.get("members"))
+        payload = codec.to_plain(api.MemberPromoteRequest(id))
+        plain = await self._router.call(Method.MEMBER_PROMOTE, payload, ADMIN, timeout=timeout)
+        return decode(api.MembersResponse, plain).members
 
     async def move_leader(self, id: int, *, timeout: float | None = None) -> int:
         """Transfer leadership to member ``id``; returns the new leader's id."""
-        d = as_dict(await self._router.call(Method.MOVE_LEADER, {"id": id}, ADMIN, timeout=timeout))
-        leader = d.get("leader", 0)
-        if not isinstance(leader, int):
-            raise RemoteProtocolError("malformed move_leader answer")
+        payload = codec.to_plain(api.MoveLeaderRequest(id))
+        plain = await self._router.call(Method.MOVE_LEADER, payload, ADMIN, timeout=timeout)
+        leader = decode(api.MoveLeaderResponse, plain).leader
         if leader == id:
             # Leadership moved: forget the old leader so the next write finds the new one.
             self._router.leader_addr = None
@@ -575,15 +559,23 @@ class Client(ConfigKnobs):
             plain = await self._router.call(method, payload, WRITE, timeout=timeout)
         return decode(resp_cls, plain)
 
-    async def _admin_dict(
-        self, method: Method, payload: Any, endpoint: str | None, timeout: float | None
-    ) -> tuple[str, dict[str, Any]]:
+    async def _admin(
+        self,
+        method: Method,
+        req: object,
+        resp_cls: type[T],
+        endpoint: str | None,
+        timeout: float | None,
+    ) -> tuple[str, T]:
+        """A maintenance call to ``endpoint`` (or any member); returns who answered, and
+        the answer."""
+        payload = codec.to_plain(req)
         if endpoint is None:
             addr_box: list[str] = []
             res = await self._router.call(method, payload, READ, timeout=timeout, used=addr_box)
-            return addr_box[-1], as_dict(res)
+            return addr_box[-1], decode(resp_cls, res)
         res = await self._router.call(method, payload, READ, timeout=timeout, endpoint=endpoint)
-        return endpoint, as_dict(res)
+        return endpoint, decode(resp_cls, res)
 
     def _start_sync(self) -> None:
         """Start the background endpoint sync on the first connection (if configured)."""

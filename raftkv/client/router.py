@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, TypeVar
 
+from raftkv.api import StatusRequest
 from raftkv.client.config import ClientConfig
 from raftkv.client.connection import ClientConnection
 from raftkv.errors import (
@@ -35,6 +36,7 @@ from raftkv.errors import (
     Timeout,
     TooManyRequests,
 )
+from raftkv.protocol import codec
 from raftkv.protocol.methods import Method
 
 __all__ = [
@@ -334,7 +336,7 @@ class Router:
         limit = self.config.timeouts.keepalive_timeout
         try:
             async with asyncio.timeout(limit):
-                await conn.call(Method.STATUS, {})
+                await conn.call(Method.STATUS, codec.to_plain(StatusRequest()))
         except ConnectionLost:
             pass
         except RaftKVError:

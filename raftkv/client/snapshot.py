@@ -8,12 +8,13 @@ import contextlib
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
+from raftkv.api import SnapshotChunk, SnapshotRequest
 from raftkv.client.connection import END, Stream
 from raftkv.client.router import READ, Router
-from raftkv.client.values import SnapshotInfo, as_dict
+from raftkv.client.values import SnapshotInfo
 from raftkv.errors import ConnectionLost, RemoteProtocolError, Timeout
+from raftkv.protocol import codec
 from raftkv.protocol.methods import Method
 
 __all__ = ["fsync_dir", "receive_snapshot", "save_snapshot"]
@@ -27,7 +28,7 @@ async def save_snapshot(router: Router, dest: Path, budget: float) -> SnapshotIn
         async with asyncio.timeout(budget):
             addr = router.pick(READ)
             conn = await router.connect(addr, min(router.config.timeouts.dial, budget))
-            stream = conn.open_stream(Method.SNAPSHOT, {})
+            stream = conn.open_stream(Method.SNAPSHOT, codec.to_plain(SnapshotRequest()))
             try:
                 info = await receive_snapshot(stream, tmp)
             finally:
@@ -48,34 +49,26 @@ async def receive_snapshot(stream: Stream, tmp: Path) -> tuple[int, str, int, in
     SHA-256; returns ``(size, sha256, revision, index)``."""
     digest = hashlib.sha256()
     size = 0
-    trailer: dict[str, Any] | None = None
+    trailer: SnapshotChunk | None = None
     with open(tmp, "wb") as f:
         while True:
             item = await stream.next()
             if item is END:
                 break
-            d = as_dict(item)
-            if "data" in d:
-                chunk = d["data"]
-                if not isinstance(chunk, bytes):
-                    raise RemoteProtocolError("snapshot chunk must be bytes")
-                f.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            else:
-                trailer = d
+            chunk = codec.from_plain(SnapshotChunk, item)
+            if chunk.sha256:
+                trailer = chunk
+                continue
+            f.write(chunk.data)
+            digest.update(chunk.data)
+            size += len(chunk.data)
         f.flush()
         os.fsync(f.fileno())
-    if trailer is None or "sha256" not in trailer:
+    if trailer is None:
         raise ConnectionLost("snapshot stream ended without its checksum")
-    if trailer["sha256"] != digest.hexdigest():
+    if trailer.sha256 != digest.hexdigest():
         raise RemoteProtocolError("snapshot checksum mismatch: the file is corrupt")
-    return (
-        size,
-        digest.hexdigest(),
-        int(trailer.get("revision", 0)),
-        int(trailer.get("index", 0)),
-    )
+    return size, digest.hexdigest(), trailer.revision, trailer.index
 
 
 def fsync_dir(path: Path) -> None:

@@ -11,6 +11,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from raftkv import api
 from raftkv.api import ALL_KEYS, DeleteRangeRequest, Event, PutRequest, RangeRequest, prefix_end
 from raftkv.errors import InvalidArgument, RemoteProtocolError
 from raftkv.protocol import codec
@@ -30,7 +31,6 @@ __all__ = [
     "decode",
     "endpoint_status",
     "key_range",
-    "members_from",
     "op_delete",
     "op_get",
     "op_put",
@@ -93,25 +93,13 @@ class WatchResponse:
     compact_revision: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One member of the cluster, as ``member_list`` and the membership calls return it."""
-
-    id: int
-    name: str
-    peer_addr: str
-    client_addr: str
-    is_learner: bool = False
+Member = api.Member
+"""One member of the cluster (the api value)."""
 
 
-@dataclass(frozen=True, slots=True)
-class MemberAddResponse:
-    """The member just added, the membership after the change, and the cluster id (for the
-    new member's ``--cluster-id``)."""
-
-    member: Member
-    members: tuple[Member, ...]
-    cluster_id: int = 0
+MemberAddResponse = api.MemberAddResponse
+"""The member just added, the membership after the change, and (``cluster_id``) the
+cluster the new member joins (the api value)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,51 +202,26 @@ def as_dict(v: Any) -> dict[str, Any]:
     return v
 
 
-def members_from(v: Any) -> tuple[Member, ...]:
-    """A plain list of members as :class:`Member` values."""
-    if not isinstance(v, list):
-        raise RemoteProtocolError("expected a list of members")
-    out: list[Member] = []
-    for m in v:
-        d = as_dict(m)
-        try:
-            out.append(
-                Member(
-                    id=int(d["id"]),
-                    name=str(d.get("name", "")),
-                    peer_addr=str(d.get("peer_addr", "")),
-                    client_addr=str(d.get("client_addr", "")),
-                    is_learner=bool(d.get("is_learner", False)),
-                )
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise RemoteProtocolError(f"malformed member: {e}") from None
-    return tuple(out)
-
-
-def endpoint_status(addr: str, d: dict[str, Any]) -> EndpointStatus:
+def endpoint_status(addr: str, st: api.StatusResponse) -> EndpointStatus:
     """A STATUS answer from ``addr`` as an :class:`EndpointStatus`."""
-    try:
-        return EndpointStatus(
-            endpoint=addr,
-            id=int(d["id"]),
-            name=str(d.get("name", "")),
-            cluster_id=int(d.get("cluster_id", 0)),
-            leader=int(d.get("leader", 0)),
-            term=int(d.get("term", 0)),
-            raft_index=int(d.get("raft_index", 0)),
-            raft_applied_index=int(d.get("raft_applied_index", 0)),
-            commit_index=int(d.get("commit_index", 0)),
-            revision=int(d.get("revision", 0)),
-            compact_revision=int(d.get("compact_revision", 0)),
-            db_size=int(d.get("db_size", 0)),
-            hash=int(d.get("hash", 0)),
-            is_learner=bool(d.get("is_learner", False)),
-            version=str(d.get("version", "")),
-            role=str(d.get("role", "")),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise RemoteProtocolError(f"malformed status answer: {e}") from None
+    return EndpointStatus(
+        endpoint=addr,
+        id=st.id,
+        name=st.name,
+        cluster_id=st.cluster_id,
+        leader=st.leader,
+        term=st.term,
+        raft_index=st.raft_index,
+        raft_applied_index=st.raft_applied_index,
+        commit_index=st.commit_index,
+        revision=st.revision,
+        compact_revision=st.compact_revision,
+        db_size=st.db_size,
+        hash=st.hash,
+        is_learner=st.is_learner,
+        version=st.version,
+        role=st.role,
+    )
 
 
 def watch_response(item: Any) -> WatchResponse:

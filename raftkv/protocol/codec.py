@@ -61,6 +61,27 @@ TAGS: dict[type[Any], int] = {
     api.LeaseExpireResponse: 44,
     api.Limits: 50,
     api.Command: 60,
+    api.Member: 70,
+    api.MemberListRequest: 71,
+    api.MemberListResponse: 72,
+    api.MemberAddRequest: 73,
+    api.MemberAddResponse: 74,
+    api.MemberRemoveRequest: 75,
+    api.MemberPromoteRequest: 76,
+    api.MemberUpdateRequest: 77,
+    api.MembersResponse: 78,
+    api.StatusRequest: 80,
+    api.StatusResponse: 81,
+    api.HealthRequest: 82,
+    api.HealthResponse: 83,
+    api.HashKVRequest: 84,
+    api.HashKVResponse: 85,
+    api.MoveLeaderRequest: 86,
+    api.MoveLeaderResponse: 87,
+    api.SnapshotRequest: 88,
+    api.SnapshotChunk: 89,
+    api.WatchProgressRequest: 90,
+    api.WatchProgressResponse: 91,
 }
 
 _Conv = Callable[[Any], Any]
@@ -124,7 +145,14 @@ def _dec_bytes_or_int(v: Any) -> bytes | int:
     raise _bad(f"expected bytes or int, got {type(v).__name__}")
 
 
+def _dec_hash64(v: Any) -> int:
+    if type(v) is int and 0 <= v < (1 << 64):
+        return v
+    raise _bad(f"expected an unsigned 64-bit hash, got {v!r:.40}")
+
+
 _PRIMITIVE_DECODERS: dict[Any, _Conv] = {
+    api.Hash64: _dec_hash64,
     bytes: _dec_bytes,
     int: _dec_int,
     bool: _dec_bool,

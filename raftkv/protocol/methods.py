@@ -57,7 +57,7 @@ class Method(StrEnum):
     LEASE_KEEP_ALIVE = "lease_keep_alive"  # stream: one request item per keep-alive
     # watch (stream)
     WATCH = "watch"
-    WATCH_PROGRESS = "watch_progress"  # {} -> {"watches": n}: progress on this connection's watches
+    WATCH_PROGRESS = "watch_progress"  # progress on this connection's watches (below)
     # cluster / maintenance (payload: dict, answer: dict)
     STATUS = "status"
     HEALTH = "health"
@@ -67,23 +67,25 @@ class Method(StrEnum):
     MEMBER_REMOVE = "member_remove"
     MEMBER_PROMOTE = "member_promote"
     MOVE_LEADER = "move_leader"
-    SNAPSHOT = "snapshot"  # stream of chunks: {"data": bytes}; last item {"sha256": hex}
+    SNAPSHOT = "snapshot"  # stream of SnapshotChunk values (below)
     CANCEL = "cancel"
 
 
-# Admin payloads and answers (dicts with these keys):
+# Cluster and maintenance calls carry typed values of raftkv.api, encoded by the codec like
+# every other request and answer:
 #
-# STATUS -> {"id", "name", "cluster_id", "leader", "term", "raft_index", "raft_applied_index",
-#            "commit_index", "revision", "compact_revision", "db_size", "hash", "is_learner",
-#            "version", "role"}
-# HEALTH -> {"health": bool, "reason": str}
-# HASH_KV {"revision": int} -> {"hash": int, "revision": int, "compact_revision": int}
-# MEMBER_LIST -> {"members": [member, ...]}; member = {"id", "name", "peer_addr",
-#                 "client_addr", "is_learner"}
-# MEMBER_ADD {"name", "peer_addr", "client_addr", "learner": bool} -> {"member": member,
-#            "members": [...]}
-# MEMBER_REMOVE {"id"} / MEMBER_PROMOTE {"id"} -> {"members": [...]}
-# MOVE_LEADER {"id"} -> {"leader": id}
+# STATUS         StatusRequest(with_hash)          -> StatusResponse
+# HEALTH         HealthRequest()                   -> HealthResponse(health, reason)
+# HASH_KV        HashKVRequest(revision)           -> HashKVResponse
+# MEMBER_LIST    MemberListRequest()               -> MemberListResponse(header, members)
+# MEMBER_ADD     MemberAddRequest(name, peer_addr, client_addr, is_learner)
+#                                                  -> MemberAddResponse(header, member, members)
+# MEMBER_REMOVE  MemberRemoveRequest(id)           -> MembersResponse(header, members)
+# MEMBER_PROMOTE MemberPromoteRequest(id)          -> MembersResponse(header, members)
+# MOVE_LEADER    MoveLeaderRequest(target_id)      -> MoveLeaderResponse(header, leader)
+# SNAPSHOT       SnapshotRequest() -> a stream of SnapshotChunk(data); the last chunk carries
+#                sha256 (of all data), size, revision and index instead of data.
+# WATCH_PROGRESS WatchProgressRequest()            -> WatchProgressResponse(watches)
 
 # WATCH (stream).  Request payload: {"key": bytes, "range_end": bytes, "start_revision": int
 #   (0 = from now), "prev_kv": bool, "no_put": bool, "no_delete": bool,
@@ -94,9 +96,9 @@ class Method(StrEnum):
 #   start_revision at or below the compact revision ends at once with WatchCancelled
 #   (reason "compacted", compact_revision).  Resuming after a disconnect: start_revision =
 #   last revision seen + 1 (no gap, no duplicate).
-# WATCH_PROGRESS {} -> {"watches": n}: every watch open on this connection sends a progress
-#   item {"revision": R, "events": [], "progress": True} once it has sent every event at or
-#   below R (etcd's progress request); n is how many watches were asked.
+# WATCH_PROGRESS: every watch open on this connection sends a progress item {"revision": R,
+#   "events": [], "progress": True} once it has sent every event at or below R (etcd's
+#   progress request); the answer says how many watches were asked.
 # LEASE_KEEP_ALIVE is unary on the wire (LeaseKeepAliveRequest -> LeaseKeepAliveResponse);
 #   the client's keep_alive() stream sends one every TTL/3.  Keep-alive and
 #   LEASE_TIME_TO_LIVE are served by the leader only (NotLeader elsewhere): lease clocks

@@ -25,7 +25,7 @@ from raftkv.errors import (
     RemoteProtocolError,
 )
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 """Bumped on any incompatible change of the frame layout or of a hot type's field order."""
 
 MAX_CLIENT_FRAME: Final = 4 * 1024 * 1024

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,6 +40,8 @@ from raftkv.api import (
     SnapshotRequest,
     StatusRequest,
     TxnRequest,
+    WatchProgressRequest,
+    WatchProgressResponse,
 )
 from raftkv.errors import (
     HandshakeRefused,
@@ -52,7 +55,7 @@ from raftkv.protocol.methods import Method, Reply, split_addr
 from raftkv.server.admission import AdmissionControl, TokenBucket
 from raftkv.server.forward import LeaderLink
 from raftkv.server.node import Node
-from raftkv.server.service import ApiService, CallContext, member_plain
+from raftkv.server.service import ApiService, CallContext
 from raftkv.server.watch import WatchHub, WatchSpec
 
 log = logging.getLogger("raftkv.server.native")
@@ -148,14 +151,6 @@ class Server:
             Method.RANGE: self._range,
             Method.LEASE_TIME_TO_LIVE: self._lease_ttl,
             Method.LEASE_LEASES: self._lease_leases,
-            Method.STATUS: self._status,
-            Method.HEALTH: self._health,
-            Method.HASH_KV: self._hash_kv,
-            Method.MEMBER_LIST: self._member_list,
-            Method.MEMBER_ADD: self._member_add,
-            Method.MEMBER_REMOVE: self._member_remove,
-            Method.MEMBER_PROMOTE: self._member_promote,
-            Method.MOVE_LEADER: self._move_leader,
             Method.WATCH_PROGRESS: self._watch_progress,
         }
         for m, cls in _WRITES.items():
@@ -178,6 +173,19 @@ class Server:
             forwarder=self.leader_link if forward_to_leader else None,
         )
         """What every call means (this front end only decodes and encodes)."""
+        svc = self.service
+        admin: list[tuple[Method, type[Any], Callable[[Any, CallContext], Awaitable[Any]]]] = [
+            (Method.STATUS, StatusRequest, svc.status),
+            (Method.HEALTH, HealthRequest, svc.health),
+            (Method.HASH_KV, HashKVRequest, svc.hash_kv),
+            (Method.MEMBER_LIST, MemberListRequest, svc.member_list),
+            (Method.MEMBER_ADD, MemberAddRequest, svc.member_add),
+            (Method.MEMBER_REMOVE, MemberRemoveRequest, svc.member_remove),
+            (Method.MEMBER_PROMOTE, MemberPromoteRequest, svc.member_promote),
+            (Method.MOVE_LEADER, MoveLeaderRequest, svc.move_leader),
+        ]
+        for method, req_cls, call in admin:
+            self._handlers[method] = self._admin(req_cls, call)
         self._service_write: dict[type[Any], Callable[[Any, CallContext], Awaitable[Any]]] = {
             PutRequest: self.service.put,
             DeleteRangeRequest: self.service.delete_range,
@@ -480,64 +488,30 @@ class Server:
         return None
 
     async def _watch_progress(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        return {"watches": self.service.watch_progress(conn, conn.context())}
+        codec.from_plain(WatchProgressRequest, payload)  # validate
+        n = self.service.watch_progress(conn, conn.context())
+        return codec.to_plain(WatchProgressResponse(n))
 
     # --- cluster and maintenance -----------------------------------------------------------
 
-    async def _status(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        want_hash = isinstance(payload, dict) and bool(payload.get("hash", False))
-        st = await self.service.status(StatusRequest(with_hash=want_hash), conn.context())
-        d = {f: getattr(st, f) for f in _STATUS_FIELDS}
-        return d
+    def _admin(
+        self, req_cls: type[Any], call: Callable[[Any, CallContext], Awaitable[Any]]
+    ) -> Handler:
+        """The handler of one cluster or maintenance method: its typed request in, its typed
+        answer out."""
 
-    async def _health(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        h = await self.service.health(HealthRequest(), conn.context())
-        return {"health": h.health, "reason": h.reason}
-
-    async def _hash_kv(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        revision = 0
-        if isinstance(payload, dict) and "revision" in payload:
-            revision = _int(payload, "revision")
-        h = await self.service.hash_kv(HashKVRequest(revision), conn.context())
-        return {"hash": h.hash, "revision": h.revision, "compact_revision": h.compact_revision}
-
-    async def _member_list(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        r = await self.service.member_list(MemberListRequest(), conn.context())
-        return {
-            "members": [member_plain(m) for m in r.members],
-            "header": codec.to_plain(r.header),
-        }
-
-    async def _member_add(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        p = _dict(payload)
-        learner = p.get("learner", False)
-        req = MemberAddRequest(
-            name=_str(p, "name"),
-            peer_addr=_str(p, "peer_addr"),
-            client_addr=str(p.get("client_addr", "")),
-            is_learner=bool(learner),
+        no_arguments = all(
+            f.default is not dataclasses.MISSING for f in dataclasses.fields(req_cls)
         )
-        r = await self.service.member_add(req, conn.context())
-        return {
-            "member": member_plain(r.member),
-            "members": [member_plain(m) for m in r.members],
-            "cluster_id": self.node.cluster_id,
-        }
 
-    async def _member_remove(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        req = MemberRemoveRequest(_int(_dict(payload), "id"))
-        r = await self.service.member_remove(req, conn.context())
-        return {"members": [member_plain(m) for m in r.members]}
+        async def handle(conn: _Conn, req_id: int, payload: Any) -> Any:
+            if no_arguments and (payload is None or payload == {}):
+                req = req_cls()  # a call that needs no arguments may send none
+            else:
+                req = codec.from_plain(req_cls, payload)
+            return codec.to_plain(await call(req, conn.context()))
 
-    async def _member_promote(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        req = MemberPromoteRequest(_int(_dict(payload), "id"))
-        r = await self.service.member_promote(req, conn.context())
-        return {"members": [member_plain(m) for m in r.members]}
-
-    async def _move_leader(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        req = MoveLeaderRequest(_int(_dict(payload), "id"))
-        r = await self.service.move_leader(req, conn.context())
-        return {"leader": r.leader}
+        return handle
 
     async def _debug_fault(self, conn: _Conn, req_id: int, payload: Any) -> Any:
         """TEST ONLY (``RAFTKV_TEST_HOOKS=1``): fault injection for jepsen_like nemeses.
@@ -570,58 +544,22 @@ class Server:
         return {"ok": True, "id": self.node.id}
 
     async def stream_snapshot(self, conn: _Conn, req_id: int, payload: Any) -> Any:
-        """SNAPSHOT: the node's state as chunks, then the SHA-256 of the whole."""
+        """SNAPSHOT: the node's state as chunks; the last one carries the SHA-256 of the
+        whole (see :class:`raftkv.api.SnapshotChunk`)."""
+        req = codec.from_plain(SnapshotRequest, payload)
         last: SnapshotChunk | None = None
-        async for chunk in self.service.snapshot(SnapshotRequest(), conn.context()):
+        async for chunk in self.service.snapshot(req, conn.context()):
             if chunk.sha256:
                 last = chunk
                 break
-            conn.send([req_id, int(Reply.STREAM), {"data": chunk.data}])
+            conn.send([req_id, int(Reply.STREAM), codec.to_plain(chunk)])
             await conn.writer.drain()
         if last is None:
             raise RaftKVError("internal error: the snapshot stream ended without its digest")
-        return {
-            "sha256": last.sha256,
-            "size": last.size,
-            "revision": last.revision,
-            "index": last.index,
-        }
-
-
-_STATUS_FIELDS = (
-    "id",
-    "name",
-    "cluster_id",
-    "leader",
-    "term",
-    "raft_index",
-    "raft_applied_index",
-    "commit_index",
-    "revision",
-    "compact_revision",
-    "db_size",
-    "hash",
-    "is_learner",
-    "role",
-    "version",
-)
+        return codec.to_plain(last)
 
 
 def _dict(p: Any) -> dict[str, Any]:
     if not isinstance(p, dict):
         raise InvalidArgument("payload must be a map")
     return p
-
-
-def _str(p: dict[str, Any], k: str) -> str:
-    v = p.get(k)
-    if not isinstance(v, str) or not v:
-        raise InvalidArgument(f"{k!r} must be a non-empty string")
-    return v
-
-
-def _int(p: dict[str, Any], k: str) -> int:
-    v = p.get(k)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise InvalidArgument(f"{k!r} must be an integer")
-    return v

@@ -56,7 +56,7 @@ from raftkv.api import (
     TxnRequest,
     TxnResponse,
 )
-from raftkv.errors import InvalidArgument, NoLeader, NotLeader, RaftKVError, ReplyTooLarge
+from raftkv.errors import NoLeader, NotLeader, RaftKVError, ReplyTooLarge
 from raftkv.protocol import codec
 from raftkv.protocol.methods import Method
 from raftkv.server.node import Member, Node
@@ -416,8 +416,8 @@ class ApiService:
         return await self._on_leader(
             ctx,
             Method.MEMBER_ADD,
-            lambda: member_add_payload(req),
-            member_add_from_payload,
+            lambda: codec.to_plain(req),
+            lambda p: codec.from_plain(api.MemberAddResponse, p),
             local,
         )
 
@@ -431,7 +431,7 @@ class ApiService:
             return api.MembersResponse(self.header(), self._members())
 
         return await self._on_leader(
-            ctx, Method.MEMBER_REMOVE, lambda: {"id": req.id}, members_from_payload, local
+            ctx, Method.MEMBER_REMOVE, lambda: codec.to_plain(req), _members_response, local
         )
 
     async def member_promote(
@@ -444,7 +444,7 @@ class ApiService:
             return api.MembersResponse(self.header(), self._members())
 
         return await self._on_leader(
-            ctx, Method.MEMBER_PROMOTE, lambda: {"id": req.id}, members_from_payload, local
+            ctx, Method.MEMBER_PROMOTE, lambda: codec.to_plain(req), _members_response, local
         )
 
     async def move_leader(
@@ -458,10 +458,10 @@ class ApiService:
             return api.MoveLeaderResponse(self.header(), self.node.leader_id)
 
         def decode(p: Any) -> api.MoveLeaderResponse:
-            return api.MoveLeaderResponse(self.header(), _int(_dict(p), "leader"))
+            return codec.from_plain(api.MoveLeaderResponse, p)
 
         return await self._on_leader(
-            ctx, Method.MOVE_LEADER, lambda: {"id": req.target_id}, decode, local
+            ctx, Method.MOVE_LEADER, lambda: codec.to_plain(req), decode, local
         )
 
     # --- maintenance -----------------------------------------------------------------------
@@ -484,7 +484,7 @@ class ApiService:
             revision=d["revision"],
             compact_revision=d["compact_revision"],
             db_size=d["db_size"],
-            hash=d["hash"],
+            hash=api.Hash64(d["hash"]),
             is_learner=d["is_learner"],
             role=d["role"],
             version=d["version"],
@@ -509,7 +509,9 @@ class ApiService:
         which revision that is; members at the same revision must agree)."""
         self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
         f = self.node.fsm
-        return api.HashKVResponse(self.header(), f.hash(), f.revision, f.compact_revision)
+        return api.HashKVResponse(
+            self.header(), api.Hash64(f.hash()), f.revision, f.compact_revision
+        )
 
     async def snapshot(
         self, req: api.SnapshotRequest, ctx: CallContext = ANONYMOUS
@@ -592,92 +594,9 @@ def reply_bytes(resp: object) -> int:
     return total
 
 
-# --- admin payloads of the native protocol -----------------------------------------------------
-#
-# The native wire carries the admin answers as maps (raftkv.protocol.methods lists their keys);
-# these convert between those maps and the typed values, for the native front end and for
-# forwarding.
-
-
 def _member(m: Member) -> api.Member:
     return api.Member(m.id, m.name, m.peer_addr, m.client_addr, m.is_learner)
 
 
-def member_plain(m: api.Member) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "name": m.name,
-        "peer_addr": m.peer_addr,
-        "client_addr": m.client_addr,
-        "is_learner": m.is_learner,
-    }
-
-
-def member_from_plain(p: Any) -> api.Member:
-    d = _dict(p)
-    return api.Member(
-        id=_int(d, "id"),
-        name=_str(d, "name", empty=True),
-        peer_addr=_str(d, "peer_addr", empty=True),
-        client_addr=_str(d, "client_addr", empty=True),
-        is_learner=_bool(d, "is_learner"),
-    )
-
-
-def member_add_payload(req: api.MemberAddRequest) -> dict[str, Any]:
-    return {
-        "name": req.name,
-        "peer_addr": req.peer_addr,
-        "client_addr": req.client_addr,
-        "learner": req.is_learner,
-    }
-
-
-def member_add_from_payload(p: Any) -> api.MemberAddResponse:
-    d = _dict(p)
-    members = tuple(member_from_plain(m) for m in _list(d, "members"))
-    return api.MemberAddResponse(_empty_header(), member_from_plain(d.get("member")), members)
-
-
-def members_from_payload(p: Any) -> api.MembersResponse:
-    return api.MembersResponse(
-        _empty_header(), tuple(member_from_plain(m) for m in _list(_dict(p), "members"))
-    )
-
-
-def _empty_header() -> ResponseHeader:
-    return ResponseHeader(0, 0, 0, 0)
-
-
-def _dict(p: Any) -> dict[str, Any]:
-    if not isinstance(p, dict):
-        raise InvalidArgument("payload must be a map")
-    return p
-
-
-def _list(p: dict[str, Any], k: str) -> list[Any]:
-    v = p.get(k, [])
-    if not isinstance(v, list):
-        raise InvalidArgument(f"{k!r} must be a list")
-    return v
-
-
-def _str(p: dict[str, Any], k: str, *, empty: bool = False) -> str:
-    v = p.get(k, "" if empty else None)
-    if not isinstance(v, str) or (not v and not empty):
-        raise InvalidArgument(f"{k!r} must be a non-empty string")
-    return v
-
-
-def _int(p: dict[str, Any], k: str) -> int:
-    v = p.get(k)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise InvalidArgument(f"{k!r} must be an integer")
-    return v
-
-
-def _bool(p: dict[str, Any], k: str) -> bool:
-    v = p.get(k, False)
-    if not isinstance(v, bool):
-        raise InvalidArgument(f"{k!r} must be true or false")
-    return v
+def _members_response(p: Any) -> api.MembersResponse:
+    return codec.from_plain(api.MembersResponse, p)

@@ -120,7 +120,7 @@ def test_member_list_formats(fake: ThreadedFake) -> None:
     simple = ok(fake, "member", "list").splitlines()
     members = fake.cluster.members
     assert simple[0] == (
-        f"{members[0].id:x}, started, n1, {members[0].as_member()['peer_addr']}, "
+        f"{members[0].id:x}, started, n1, {members[0].as_member().peer_addr}, "
         f"{members[0].addr}, false"
     )
     assert len(simple) == 3

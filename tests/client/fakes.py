@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from raftkv import api
 from raftkv.api import (
     Command,
     LeaseLeasesResponse,
@@ -235,65 +236,80 @@ class FakeMember:
                 LeaseLeasesResponse(self._header(), tuple(sh.fsm.lessor.leases()))
             )
         if method == Method.STATUS:
-            return {
-                "id": self.id,
-                "name": self.name,
-                "cluster_id": 7,
-                "leader": sh.leader.id if sh.leader else 0,
-                "term": 3,
-                "raft_index": sh.index + 10,
-                "raft_applied_index": sh.index + 10,
-                "commit_index": sh.index + 10,
-                "revision": sh.fsm.revision,
-                "compact_revision": sh.fsm.compact_revision,
-                "db_size": 4096,
-                "hash": sh.fsm.hash(),
-                "is_learner": False,
-                "version": "0.1.0",
-                "role": "leader" if self.is_leader else "follower",
-            }
+            codec.from_plain(api.StatusRequest, payload)
+            return codec.to_plain(
+                api.StatusResponse(
+                    header=self._header(),
+                    id=self.id,
+                    name=self.name,
+                    cluster_id=7,
+                    leader=sh.leader.id if sh.leader else 0,
+                    term=3,
+                    raft_index=sh.index + 10,
+                    raft_applied_index=sh.index + 10,
+                    commit_index=sh.index + 10,
+                    revision=sh.fsm.revision,
+                    compact_revision=sh.fsm.compact_revision,
+                    db_size=4096,
+                    hash=api.Hash64(sh.fsm.hash()),
+                    is_learner=False,
+                    role="leader" if self.is_leader else "follower",
+                    version="0.1.0",
+                )
+            )
         if method == Method.HEALTH:
             ok = sh.leader is not None
-            return {"health": ok, "reason": "" if ok else "no leader"}
+            return codec.to_plain(api.HealthResponse(ok, "" if ok else "no leader"))
         if method == Method.HASH_KV:
             f = sh.fsm
-            return {"hash": f.hash(), "revision": f.revision, "compact_revision": 0}
+            return codec.to_plain(
+                api.HashKVResponse(self._header(), api.Hash64(f.hash()), f.revision, 0)
+            )
         if method == Method.MEMBER_LIST:
-            return {"members": [m.as_member() for m in sh.members]}
+            members = tuple(m.as_member() for m in sh.members)
+            return codec.to_plain(api.MemberListResponse(self._header(), members))
         if method == Method.MEMBER_ADD:
-            m = FakeMember(payload["name"], sh)
-            m.addr = payload["client_addr"]
+            add = codec.from_plain(api.MemberAddRequest, payload)
+            m = FakeMember(add.name, sh)
+            m.addr = add.client_addr
             sh.members.append(m)
-            return {
-                "member": m.as_member(learner=payload["learner"]),
-                "members": [x.as_member() for x in sh.members],
-                "cluster_id": 7,
-            }
+            header = replace(self._header(), cluster_id=7)
+            members = tuple(x.as_member() for x in sh.members)
+            return codec.to_plain(
+                api.MemberAddResponse(header, m.as_member(learner=add.is_learner), members)
+            )
         if method in (Method.MEMBER_REMOVE, Method.MEMBER_PROMOTE):
-            mid = payload["id"]
+            cls = (
+                api.MemberRemoveRequest
+                if method == Method.MEMBER_REMOVE
+                else api.MemberPromoteRequest
+            )
+            mid = codec.from_plain(cls, payload).id
             if not any(m.id == mid for m in sh.members):
                 raise MemberNotFound(f"member {mid:x} not found")
             if method == Method.MEMBER_REMOVE:
                 sh.members = [m for m in sh.members if m.id != mid]
-            return {"members": [m.as_member() for m in sh.members]}
+            members = tuple(m.as_member() for m in sh.members)
+            return codec.to_plain(api.MembersResponse(self._header(), members))
         if method == Method.MOVE_LEADER:
-            target = next((m for m in sh.members if m.id == payload["id"]), None)
+            want = codec.from_plain(api.MoveLeaderRequest, payload).target_id
+            target = next((m for m in sh.members if m.id == want), None)
             if target is None:
                 raise MemberNotFound("no such member")
             sh.leader = target
-            return {"leader": target.id}
+            return codec.to_plain(api.MoveLeaderResponse(self._header(), target.id))
         if method == Method.LEASE_KEEP_ALIVE:
             raise InvalidArgument("the fake has no lease clock")
         raise InvalidArgument(f"unknown method {method!r}")
 
-    def as_member(self, learner: bool = False) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "peer_addr": f"127.0.0.1:{10000 + len(self.name)}",
-            "client_addr": self.addr,
-            "is_learner": learner,
-        }
+    def as_member(self, learner: bool = False) -> api.Member:
+        return api.Member(
+            id=self.id,
+            name=self.name,
+            peer_addr=f"127.0.0.1:{10000 + len(self.name)}",
+            client_addr=self.addr,
+            is_learner=learner,
+        )
 
     async def _watch(self, writer: asyncio.StreamWriter, req_id: int, payload: Any) -> None:
         spec = WatchSpec.from_plain(payload)
@@ -320,11 +336,10 @@ class FakeMember:
     async def _snapshot(self, writer: asyncio.StreamWriter, req_id: int) -> None:
         data = self.snapshot_data
         for off in range(0, len(data), 1000):
-            writer.write(
-                wire.encode_frame([req_id, int(Reply.STREAM), {"data": data[off : off + 1000]}])
-            )
+            chunk = codec.to_plain(api.SnapshotChunk(data=data[off : off + 1000]))
+            writer.write(wire.encode_frame([req_id, int(Reply.STREAM), chunk]))
         digest = hashlib.sha256(data + (b"x" if self.corrupt_snapshot else b"")).hexdigest()
-        trailer = {"sha256": digest, "size": len(data), "revision": 5}
+        trailer = codec.to_plain(api.SnapshotChunk(sha256=digest, size=len(data), revision=5))
         writer.write(wire.encode_frame([req_id, int(Reply.STREAM), trailer]))
         writer.write(wire.encode_frame([req_id, int(Reply.END), None]))
 
