@@ -206,11 +206,7 @@ class LocalCluster:
             if (
                 m.node is not None
                 and m.node.is_leader
-                and (
-                    best is None
-                    or best.node is None
-                    or m.node.rn.raft.term > best.node.rn.raft.term
-                )
+                and (best is None or best.node is None or m.node.term > best.node.term)
             ):
                 best = m
         return best
@@ -238,7 +234,7 @@ class LocalCluster:
         while loop.time() < deadline:
             nodes = self.nodes()
             applied = {n.applied_index for n in nodes}
-            commits = {n.rn.raft.raft_log.committed for n in nodes}
+            commits = {n.commit_index for n in nodes}
             if len(applied) == 1 and applied == commits and len({n.fsm.hash() for n in nodes}) == 1:
                 return
             await asyncio.sleep(self.tick_interval)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
@@ -55,13 +55,20 @@ from raftkv.raft import (
     Config,
     ConfState,
     Entry,
-    EntryType,
     LogLost,
     Message,
     MessageType,
     RawNode,
     Ready,
     StateRole,
+)
+from raftkv.server.apply import (
+    ENTRY_MEMBER,
+    Applier,
+    EntryKind,
+    Proposals,
+    kv_entry,
+    member_entry,
 )
 from raftkv.server.storage import failpoints
 from raftkv.server.storage.hwm import StorageLoss
@@ -79,13 +86,10 @@ UNSAFE_SWITCHES: dict[str, str] = {
 """Deliberately broken behaviours, for proving the jepsen_like harness can fail.  Enabled only
 through ``RAFTKV_UNSAFE`` (comma-separated names) together with ``RAFTKV_TEST_HOOKS=1``."""
 
-_LEADER_EARLY = frozenset({MessageType.APP, MessageType.HEARTBEAT})
-
 HEALTH_MAX_APPLY_LAG = 5_000
 """Committed entries not yet applied beyond which /health reports the member unhealthy."""
 
-ENTRY_KV = b"K"
-ENTRY_MEMBER = b"M"
+_P = TypeVar("_P")
 NODE_SNAPSHOT_VERSION = 1
 
 
@@ -247,12 +251,6 @@ class NodeConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Pending:
-    term: int
-    future: asyncio.Future[ApplyResult]
-
-
 class Node:
     """A raftkv member.  Create with :meth:`start`, stop with :meth:`stop`."""
 
@@ -295,7 +293,11 @@ class Node:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: dict[int, _Pending] = {}
+        self.proposals: Proposals[asyncio.Future[ApplyResult]] = Proposals()
+        """Proposals waiting for their entries (read-only for callers: its length, its
+        ``peak``)."""
+        self.applier = Applier(fsm, self.rn.apply_conf_change, snap.meta.index)
+        """The apply step (raftkv.server.apply), shared with the simulator."""
         self._read_ctx = itertools.count(1)
         self._logged_campaign = 0
         self._read_waiters: dict[bytes, asyncio.Future[int]] = {}
@@ -500,10 +502,9 @@ class Node:
             raise StorageError(f"node is not serving, storage failed: {failed}")
 
     def _fail_all(self, err: Exception) -> None:
-        for p in self._pending.values():
-            if not p.future.done():
-                p.future.set_exception(err)
-        self._pending.clear()
+        for fut0 in self.proposals.drain():
+            if not fut0.done():
+                fut0.set_exception(err)
         for fut in self._read_waiters.values():
             if not fut.done():
                 fut.set_exception(err)
@@ -541,7 +542,7 @@ class Node:
         self._wake.set()
 
     def _on_unreachable(self, node_id: int) -> None:
-        if not self._stopping and node_id in self.rn.raft.prs.progress:
+        if not self._stopping:
             self.rn.report_unreachable(node_id)
             self._wake.set()
 
@@ -584,18 +585,14 @@ class Node:
         if "ack_before_fsync" in self.cfg.unsafe:
             await self._handle_ready_unsafe(rd)
             return
+        # The core says which messages may leave while this Ready is being persisted (a
+        # leader's appends and heartbeats, thesis 10.2.1); the rest wait for the fsync.  The
+        # next Ready is asked for only after this one is persisted, as the core requires.
+        if rd.early_messages and self.transport is not None:
+            early = list(rd.early_messages)
+            self._note_heartbeats(early)
+            self.transport.send(early)
         msgs = list(rd.messages)
-        # A leader's appends and heartbeats may leave while its own entries are being
-        # persisted (thesis 10.2.1): they promise nothing about the leader's disk, and the
-        # commit index that counts the leader's own entries can only leave in a *later*
-        # Ready, which is not produced before this one is persisted.
-        if msgs and self.transport is not None and self.rn.raft.state == StateRole.LEADER:
-            term = self.rn.raft.term
-            early = [m for m in msgs if m.type in _LEADER_EARLY and m.term == term]
-            if early:
-                self._note_heartbeats(early)
-                self.transport.send(early)
-                msgs = [m for m in msgs if not (m.type in _LEADER_EARLY and m.term == term)]
         # 1. persist (one transaction, fsynced; queued saves share one fsync).  A Ready that
         # only moves the commit index need not be persisted: a lower commit index on disk is
         # always safe (the leader tells us again) — etcd's MustSync.
@@ -663,9 +660,10 @@ class Node:
 
     async def _handle_ready_unsafe(self, rd: Ready) -> None:
         """UNSAFE (test only): talk and acknowledge first, persist in the background."""
-        if rd.messages and self.transport is not None:
-            self._log_votes(list(rd.messages))
-            self.transport.send(list(rd.messages))
+        msgs = [*rd.early_messages, *rd.messages]
+        if msgs and self.transport is not None:
+            self._log_votes(msgs)
+            self.transport.send(msgs)
         self._apply_ready(rd)
         # Persisting last: votes, acks and client answers have already left.  A SIGKILL
         # rarely lands in this window (completed writes survive in the page cache), so this
@@ -678,10 +676,10 @@ class Node:
         # count only a new leader becoming known.
         if leader != NONE and leader != self._last_leader:
             self.leader_changes += 1
-            if leader == self.id and self.rn.raft.state == StateRole.LEADER:
+            if leader == self.id and self.rn.is_leader:
                 # still leader now, so the current term is the one it leads (a newer term
                 # would have made it a follower): jepsen_like's election-safety check reads it
-                log.info("became leader", extra={"term": self.rn.raft.term})
+                log.info("became leader", extra={"term": self.rn.term})
         self._last_leader = leader
         if leader != NONE:
             waiters, self._leader_waiters = self._leader_waiters, []
@@ -707,47 +705,42 @@ class Node:
         self.applied_index = index
         self.snapshot_index = index
         # Proposals at or below the snapshot can no longer be matched to their entries.
-        for idx in [i for i in self._pending if i <= index]:
-            p = self._pending.pop(idx)
-            if not p.future.done():
-                p.future.set_exception(ProposalDropped("superseded by a snapshot; retry"))
+        self.applier.restored(self.fsm, index)
+        for fut in self.proposals.drop_through(index):
+            if not fut.done():
+                fut.set_exception(ProposalDropped("superseded by a snapshot; retry"))
 
     def _apply_entry(self, e: Entry) -> None:
-        if e.index <= self.applied_index:
+        a = self.applier.apply(e, self.lease_now())
+        if a is None:
             return
-        result: ApplyResult | None = None
-        if e.type == EntryType.NORMAL and e.data.startswith(ENTRY_KV):
-            self.fsm.lessor.apply_clock = self.lease_now()
-            result = self.fsm.apply(e.index, e.data[1:], e.term)
+        if a.kind == EntryKind.KV:
             self.stats["applied"] += 1
             for listener in self.listeners:
                 try:
-                    listener(result)
+                    listener(a.result)
                 except Exception:  # a listener's bug must not stop applying
                     log.exception("apply listener failed", extra={"index": e.index})
-        else:
-            # Every index passes through the state machine, so its applied index (and its
-            # snapshots) stay contiguous with the log.
-            self.fsm.apply(e.index, b"")
-            if e.type == EntryType.CONF_CHANGE:
-                self._apply_conf_change(ConfChange.decode(e.data))
-            elif e.data.startswith(ENTRY_MEMBER):
-                self._apply_member_attrs(e.data[1:])
+        elif a.kind == EntryKind.CONF_CHANGE:
+            assert a.conf_change is not None and a.conf_state is not None
+            self.conf_state = a.conf_state
+            self._apply_conf_change(a.conf_change)
+        elif a.kind == EntryKind.MEMBER:
+            self._apply_member_attrs(a.member)
         self.applied_index = e.index
-        p = self._pending.pop(e.index, None)
-        if p is not None and not p.future.done():
-            if p.term == e.term and result is not None:
-                p.future.set_result(result)
-            elif p.term == e.term:
-                p.future.set_result(ApplyResult(index=e.index, revision=self.fsm.revision))
+        settled = self.proposals.settle(a)
+        if settled is not None:
+            fut, result = settled
+            if fut.done():
+                pass
+            elif result is not None:
+                fut.set_result(result)
             else:
                 self.stats["proposals_failed"] += 1
-                p.future.set_exception(
-                    ProposalDropped("the entry was replaced by a new leader; retry")
-                )
+                fut.set_exception(ProposalDropped("the entry was replaced by a new leader; retry"))
 
     def _apply_conf_change(self, cc: ConfChange) -> None:
-        self.conf_state = self.rn.apply_conf_change(cc)
+        """The member table and the transport follow a membership change the core applied."""
         info: dict[str, Any] = {}
         if cc.context:
             with contextlib.suppress(Exception):
@@ -773,13 +766,11 @@ class Node:
         self._sync_transport_peers()
         log.info("membership changed", extra={"change": cc.type.name, "member": f"{nid:x}"})
 
-    def _apply_member_attrs(self, data: bytes) -> None:
-        try:
-            d = msgpack.unpackb(data)
-            nid, addr = int(d["id"]), str(d["client_addr"])
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+    def _apply_member_attrs(self, attrs: tuple[int, str] | None) -> None:
+        if attrs is None:
             log.warning("ignored a malformed member-attributes entry")
             return
+        nid, addr = attrs
         if nid in self.members:
             self.members[nid].client_addr = addr
         if nid == self.id and addr == self.cfg.client_addr:
@@ -819,7 +810,7 @@ class Node:
         # disk cover the snapshot first, or a restart would find a snapshot above its commit.
         # Done here, in the Ready loop, so it is ordered with every other hard-state write.
         if self.storage.hard_state.commit < index:
-            await self.storage.save(self.rn.raft.hard_state(), [])
+            await self.storage.save(self.rn.hard_state(), [])
         self._snapshotting = True
         self.snapshot_index = index  # do not trigger again while this one runs
         conf = self.conf_state
@@ -896,7 +887,7 @@ class Node:
         addresses only this way (as etcd publishes member attributes), so a follower can point
         a client at the leader's client address.
         """
-        payload = ENTRY_MEMBER + msgpack.packb({"id": self.id, "client_addr": self.cfg.client_addr})
+        payload = member_entry(self.id, self.cfg.client_addr)
         while not self._stopping and not self._attrs_applied and self.fatal is None:
             leader = self.leader_id
             if leader == self.id:
@@ -944,10 +935,8 @@ class Node:
             try:
                 if not lessor.is_primary:
                     # Only once our own term's entry is applied is our lease state current.
-                    raft = self.rn.raft
-                    if not raft.committed_entry_in_current_term() or (
-                        self.applied_index < raft.raft_log.committed
-                    ):
+                    st = self.rn.status()
+                    if not st.committed_in_term or self.applied_index < st.commit:
                         continue
                     charge = lessor.promote(now, extend)
                     if charge is not None:
@@ -1014,11 +1003,30 @@ class Node:
 
     @property
     def leader_id(self) -> int:
-        return self.rn.raft.lead
+        return self.rn.leader_id
 
     @property
     def is_leader(self) -> bool:
-        return self.rn.raft.state == StateRole.LEADER
+        return self.rn.is_leader
+
+    @property
+    def term(self) -> int:
+        """This member's current Raft term."""
+        return self.rn.term
+
+    @property
+    def commit_index(self) -> int:
+        return self.rn.commit_index
+
+    @property
+    def last_index(self) -> int:
+        """The index of the last entry in this member's log."""
+        return self.rn.last_index
+
+    @property
+    def pending_proposals(self) -> int:
+        """Proposals waiting for their entries to be applied."""
+        return len(self.proposals)
 
     @property
     def is_learner(self) -> bool:
@@ -1075,7 +1083,7 @@ class Node:
         self._check_usable()
         if not self.is_leader:
             raise self.not_leader()
-        if len(self._pending) >= self.cfg.max_pending_proposals:
+        if len(self.proposals) >= self.cfg.max_pending_proposals:
             from raftkv.errors import TooManyRequests
 
             raise TooManyRequests(retry_after=0.05)
@@ -1084,24 +1092,37 @@ class Node:
         # ``now`` stamps the command with this leader's monotonic clock: the state machine
         # measures session time only between stamps of one term (KVStateMachine._advance_clock).
         cmd = Command(request=request, client_id=client_id, seq=seq, now=self.lease_now())
-        data = ENTRY_KV + codec.encode_command(cmd)
-        return await self._propose_raw(data, timeout)
+        self.stats["proposals"] += 1
+        return await self._await_entry(
+            self.rn.propose,
+            kv_entry(codec.encode_command(cmd)),
+            timeout,
+            "request timed out waiting for the entry to commit",
+        )
 
-    async def _propose_raw(self, data: bytes, timeout: float | None) -> ApplyResult:
+    async def _await_entry(
+        self,
+        propose: Callable[[_P], tuple[int, int]],
+        what: _P,
+        timeout: float | None,
+        timeout_message: str,
+    ) -> ApplyResult:
+        """The one pending-proposal path: propose ``what`` (a command or a membership
+        change) with ``propose``, then wait until its entry is applied.  The core tells the
+        (index, term) it gave the entry; another term at that index when it is applied means
+        a new leader replaced it (``ProposalDropped``)."""
         try:
-            self.rn.propose(data)
+            index, term = propose(what)
         except NotLeader:
             raise self.not_leader() from None
-        index = self.rn.raft.raft_log.last_index()
         fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
-        self._pending[index] = _Pending(self.rn.raft.term, fut)
-        self.stats["proposals"] += 1
+        self.proposals.add(index, term, fut)
         self._wake.set()
         try:
             return await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
         except TimeoutError:
-            self._pending.pop(index, None)
-            raise Timeout("request timed out waiting for the entry to commit") from None
+            self.proposals.forget(index)
+            raise Timeout(timeout_message) from None
 
     async def read_barrier(self, timeout: float | None = None) -> int:
         """Wait until a linearizable read may be served from local state (ReadIndex)."""
@@ -1176,19 +1197,9 @@ class Node:
         self._check_usable()
         if not self.is_leader:
             raise self.not_leader()
-        try:
-            self.rn.propose_conf_change(cc)
-        except NotLeader:
-            raise self.not_leader() from None
-        index = self.rn.raft.raft_log.last_index()
-        fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
-        self._pending[index] = _Pending(self.rn.raft.term, fut)
-        self._wake.set()
-        try:
-            await asyncio.wait_for(fut, self.cfg.request_timeout)
-        except TimeoutError:
-            self._pending.pop(index, None)
-            raise Timeout("membership change timed out") from None
+        await self._await_entry(
+            self.rn.propose_conf_change, cc, None, "membership change timed out"
+        )
 
     async def transfer_leadership(self, to: int, timeout: float | None = None) -> None:
         self._check_usable()
@@ -1260,7 +1271,7 @@ class Node:
             return False, f"storage failure: {failed}"
         if self.leader_id == NONE:
             return False, "no leader"
-        lag = self.rn.raft.raft_log.committed - self.applied_index
+        lag = self.rn.commit_index - self.applied_index
         if lag > HEALTH_MAX_APPLY_LAG:
             return False, f"applied index {self.applied_index} is {lag} entries behind commit"
         return True, ""
