@@ -3,6 +3,8 @@ factory."""
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 from raftkv.api import DEFAULT_LIMITS, Limits
 from raftkv.protocol.methods import MAX_REPLY_BYTES
+from raftkv.raft import Config, LogStorage
 from raftkv.state.fsm import KVStateMachine
 
 UNSAFE_SWITCHES: dict[str, str] = {
@@ -94,3 +97,21 @@ def default_fsm(limits: Limits | None = None) -> KVStateMachine:
 def fsm_with_limits(limits: Limits) -> Callable[[], KVStateMachine]:
     """An ``fsm_factory`` with request limits (``raftkv serve --max-request-bytes`` ...)."""
     return lambda: default_fsm(limits)
+
+
+def raft_config(cfg: NodeConfig, node_id: int, storage: LogStorage, applied: int) -> Config:
+    """The core's configuration for a member: PreVote and CheckQuorum always on."""
+    return Config(
+        id=node_id,
+        storage=storage,
+        election_tick=cfg.election_tick,
+        heartbeat_tick=cfg.heartbeat_tick,
+        applied=applied,
+        max_size_per_msg=cfg.max_size_per_msg,
+        max_inflight_msgs=cfg.max_inflight_msgs,
+        check_quorum=True,
+        pre_vote=True,
+        rng=random.Random(cfg.rng_seed if cfg.rng_seed is not None else os.urandom(8)),
+        mutations=cfg.mutations
+        | ({"no_persist_vote"} if "no_persist_vote" in cfg.unsafe else set()),
+    )

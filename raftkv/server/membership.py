@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from raftkv.errors import CorruptionError
+from raftkv.errors import ConfChangeRefused, CorruptionError, MemberExists, MemberNotFound
 from raftkv.raft import NONE, ConfChange, ConfChangeType, ConfState
 from raftkv.server.config import NodeConfig
 from raftkv.server.storage.sqlite import SQLiteStorage
@@ -126,6 +126,38 @@ class Membership:
         m = self.members.get(node_id)
         return m.client_addr if m is not None else ""
 
+    # --- the changes an operator asks for (checked here, proposed by the node) ----------
+
+    def add_change(
+        self,
+        name: str,
+        peer_addr: str,
+        client_addr: str,
+        learner: bool,
+        conf: ConfState,
+        cluster_token: str,
+    ) -> ConfChange:
+        from raftkv.protocol.methods import member_id
+
+        nid = member_id(name, cluster_token)
+        if nid in self.members or nid in conf.all_ids():
+            raise MemberExists(f"member {name} ({nid:x}) already exists")
+        ctx = msgpack.packb({"name": name, "peer_addr": peer_addr, "client_addr": client_addr})
+        cc_type = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
+        return ConfChange(cc_type, nid, ctx)
+
+    def remove_change(self, nid: int, conf: ConfState) -> ConfChange:
+        if nid not in conf.all_ids():
+            raise MemberNotFound(f"member {nid:x} not found")
+        return ConfChange(ConfChangeType.REMOVE_NODE, nid)
+
+    def promote_change(self, nid: int, conf: ConfState) -> ConfChange:
+        if nid not in conf.learners:
+            if nid in conf.voters:
+                raise ConfChangeRefused(f"member {nid:x} is already a voter")
+            raise MemberNotFound(f"member {nid:x} not found")
+        return ConfChange(ConfChangeType.PROMOTE_LEARNER, nid)
+
     def member_list(self, conf: ConfState) -> list[dict[str, Any]]:
         out = []
         for nid in sorted(conf.all_ids()):
@@ -166,6 +198,43 @@ def identity(cfg: NodeConfig) -> Identity:
         ConfState(voters=tuple(sorted(ids))) if cfg.initial_cluster_state == "new" else ConfState()
     )
     return Identity(cid, nid, ids, bootstrap)
+
+
+async def open_store(
+    cfg: NodeConfig, me: Identity
+) -> tuple[SQLiteStorage, KVStateMachine, dict[int, Member]]:
+    """Open a member's storage (bootstrapping a brand-new member of a new cluster) and restore
+    the state machine and the member table from its latest snapshot."""
+    # A store behind its high-water mark opens anyway (read-only, ``storage.loss`` set):
+    # the member then starts out of service, so /health and status can say why.
+    nid = me.node_id
+    storage = await SQLiteStorage.open(
+        cfg.data_dir,
+        conf_state=me.bootstrap,
+        cluster_id=me.cluster_id,
+        node_id=nid,
+        allow_loss=True,
+    )
+    try:
+        fsm = cfg.fsm_factory()
+        members = {
+            i: Member(i, n, cfg.initial_cluster[n], cfg.client_addr if i == nid else "")
+            for i, n in me.initial.items()
+        }
+        if (
+            cfg.initial_cluster_state == "new"
+            and storage.loss is None
+            and storage.last_index() == 0
+            and storage.snapshot().is_empty()
+        ):
+            await bootstrap(storage, me.bootstrap, fsm, members)
+        snap = storage.snapshot()
+        if not snap.is_empty():
+            members = restore_node_snapshot(fsm, snap.data) or members
+    except BaseException:
+        await storage.close()
+        raise
+    return storage, fsm, members
 
 
 async def bootstrap(

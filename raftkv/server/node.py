@@ -25,19 +25,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import msgpack
-
 from raftkv.api import CLIENT_WRITES, Command, Request
 from raftkv.errors import (
-    ConfChangeRefused,
     InvalidArgument,
-    MemberExists,
     MemberNotFound,
     NoLeader,
     NotLeader,
@@ -51,8 +45,6 @@ from raftkv.protocol import codec
 from raftkv.raft import (
     NONE,
     ConfChange,
-    ConfChangeType,
-    Config,
     Entry,
     LogLost,
     Message,
@@ -74,11 +66,13 @@ from raftkv.server.config import (
     UNSAFE_SWITCHES,
     NodeConfig,
     fsm_with_limits,
+    raft_config,
 )
-from raftkv.server.membership import Member, Membership, bootstrap, identity
+from raftkv.server.membership import Member, Membership, identity, open_store
 from raftkv.server.membership import node_snapshot as _node_snapshot
 from raftkv.server.membership import restore_node_snapshot as _restore_node_snapshot
 from raftkv.server.peers import (
+    Outbox,
     TcpTransport,
     Transport,
     TransportFactory,
@@ -133,22 +127,7 @@ class Node:
         self.membership = Membership(node_id, cfg.client_addr, members)
         self.transport: Transport | None = None
         snap = storage.snapshot()
-        self.rn = RawNode(
-            Config(
-                id=node_id,
-                storage=storage,
-                election_tick=cfg.election_tick,
-                heartbeat_tick=cfg.heartbeat_tick,
-                applied=snap.meta.index,
-                max_size_per_msg=cfg.max_size_per_msg,
-                max_inflight_msgs=cfg.max_inflight_msgs,
-                check_quorum=True,
-                pre_vote=True,
-                rng=random.Random(cfg.rng_seed if cfg.rng_seed is not None else os.urandom(8)),
-                mutations=cfg.mutations
-                | ({"no_persist_vote"} if "no_persist_vote" in cfg.unsafe else set()),
-            )
-        )
+        self.rn = RawNode(raft_config(cfg, node_id, storage, snap.meta.index))
         self.applied_index = snap.meta.index
         self.snapshots = Snapshotter(self, snap.meta.index)
         self.conf_state = snap.meta.conf_state
@@ -161,15 +140,15 @@ class Node:
         self.applier = Applier(fsm, self.rn.apply_conf_change, snap.meta.index)
         """The apply step (raftkv.server.apply), shared with the simulator."""
         self._read_ctx = itertools.count(1)
-        self._logged_campaign = 0
         self._waiters = Waiters()
         self.fatal: BaseException | None = None
         self.started_at = time.monotonic()
         self.leader_changes = 0
         self._last_leader = NONE
-        self.peer_rtt: dict[int, float] = {}
+        self.outbox = Outbox(node_id)
+        """Messages to peers go out through it (vote log lines, heartbeat round trips)."""
+        self.peer_rtt = self.outbox.peer_rtt
         """Last heartbeat round-trip time to each peer, seconds (leader only)."""
-        self._hb_sent: dict[int, float] = {}
         self.observe_fsync: Callable[[float], None] | None = None
         self.observe_apply: Callable[[float], None] | None = None
         self.clock_skew = 0.0
@@ -193,27 +172,9 @@ class Node:
     async def start(cls, cfg: NodeConfig, transport_factory: TransportFactory) -> Node:
         me = identity(cfg)
         cid, nid, ids, conf0 = me.cluster_id, me.node_id, me.initial, me.bootstrap
-        # A store behind its high-water mark opens anyway (read-only, ``storage.loss`` set):
-        # the member then starts out of service, so /health and status can say why.
-        storage = await SQLiteStorage.open(
-            cfg.data_dir, conf_state=conf0, cluster_id=cid, node_id=nid, allow_loss=True
-        )
+        storage, fsm, members = await open_store(cfg, me)
         try:
-            fsm = cfg.fsm_factory()
-            members = {
-                i: Member(i, n, cfg.initial_cluster[n], cfg.client_addr if i == nid else "")
-                for i, n in ids.items()
-            }
-            if (
-                cfg.initial_cluster_state == "new"
-                and storage.loss is None
-                and storage.last_index() == 0
-                and (storage.snapshot().is_empty())
-            ):
-                await bootstrap(storage, conf0, fsm, members)
             snap = storage.snapshot()
-            if not snap.is_empty():
-                members = _restore_node_snapshot(fsm, snap.data) or members
             node = cls(cfg, storage, fsm, members, cid, nid)
             # Replaying the log publishes again if our attributes entry is after the snapshot.
             if not snap.is_empty():
@@ -335,10 +296,7 @@ class Node:
                     )
                     self._wake.set()
             return
-        if m.type == MessageType.HEARTBEAT_RESP:
-            sent = self._hb_sent.pop(m.frm, None)
-            if sent is not None:
-                self.peer_rtt[m.frm] = time.perf_counter() - sent
+        self.outbox.heard(m)
         try:
             self.rn.step(m)
         except (RaftError, ValueError) as e:
@@ -425,10 +383,7 @@ class Node:
 
     def _send(self, msgs: Sequence[Message]) -> None:
         if msgs and self.transport is not None:
-            out = list(msgs)
-            self._log_votes(out)
-            self._note_heartbeats(out)
-            self.transport.send(out)
+            self.outbox.send(self.transport, msgs)
 
     def _apply_ready(self, rd: Ready) -> None:
         """Steps 3 and 4 of the Ready contract: apply in order, answer waiters, advance."""
@@ -452,24 +407,6 @@ class Node:
             self._on_soft_state(rd.soft_state.leader_id, rd.soft_state.role)
         self.rn.advance(rd)
         self._waiters.applied(self.applied_index)
-
-    def _log_votes(self, msgs: list[Message]) -> None:
-        """Log every vote this member promises (its own, when it campaigns, and the ones it
-        grants), as it sends them: the promise must survive a crash, and jepsen_like's
-        ``vote_durability`` check compares these lines with the term and vote a restarted
-        member reports in ``node started``."""
-        for m in msgs:
-            if m.type == MessageType.VOTE and m.term != self._logged_campaign:
-                self._logged_campaign = m.term
-                log.info("campaigning", extra={"term": m.term, "vote": f"{self.id:x}"})
-            elif m.type == MessageType.VOTE_RESP and not m.reject:
-                log.info("vote granted", extra={"term": m.term, "vote": f"{m.to:x}"})
-
-    def _note_heartbeats(self, msgs: list[Message]) -> None:
-        now = time.perf_counter()
-        for m in msgs:
-            if m.type == MessageType.HEARTBEAT and m.to not in self._hb_sent:
-                self._hb_sent[m.to] = now
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         # Soft state also changes on role changes alone (e.g. follower -> pre-candidate);
@@ -720,27 +657,17 @@ class Node:
     async def add_member(
         self, name: str, peer_addr: str, client_addr: str, learner: bool
     ) -> Member:
-        from raftkv.protocol.methods import member_id
-
-        nid = member_id(name, self.cfg.cluster_token)
-        if nid in self.members or nid in self.conf_state.all_ids():
-            raise MemberExists(f"member {name} ({nid:x}) already exists")
-        ctx = msgpack.packb({"name": name, "peer_addr": peer_addr, "client_addr": client_addr})
-        cc_type = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
-        await self._conf_change(ConfChange(cc_type, nid, ctx))
-        return self.members[nid]
+        cc = self.membership.add_change(
+            name, peer_addr, client_addr, learner, self.conf_state, self.cfg.cluster_token
+        )
+        await self._conf_change(cc)
+        return self.members[cc.node_id]
 
     async def remove_member(self, nid: int) -> None:
-        if nid not in self.conf_state.all_ids():
-            raise MemberNotFound(f"member {nid:x} not found")
-        await self._conf_change(ConfChange(ConfChangeType.REMOVE_NODE, nid))
+        await self._conf_change(self.membership.remove_change(nid, self.conf_state))
 
     async def promote_member(self, nid: int) -> None:
-        if nid not in self.conf_state.learners:
-            if nid in self.conf_state.voters:
-                raise ConfChangeRefused(f"member {nid:x} is already a voter")
-            raise MemberNotFound(f"member {nid:x} not found")
-        await self._conf_change(ConfChange(ConfChangeType.PROMOTE_LEARNER, nid))
+        await self._conf_change(self.membership.promote_change(nid, self.conf_state))
 
     async def _conf_change(self, cc: ConfChange) -> None:
         self._check_usable()

@@ -3,10 +3,14 @@ and keeping its peer list equal to the membership."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from raftkv.raft import Message
+from raftkv.raft import Message, MessageType
+
+log = logging.getLogger("raftkv.server.node")
 
 
 class Transport(Protocol):
@@ -90,3 +94,38 @@ def sync_peers(transport: Transport, wanted: dict[int, str]) -> None:
     for pid in list(getattr(transport, "peer_ids", lambda: [])()):
         if pid not in wanted:
             transport.remove_peer(pid)
+
+
+class Outbox:
+    """What leaves a member for its peers passes here: every vote it promises is logged as it
+    is sent (the promise must survive a crash, and jepsen_like's ``vote_durability`` check
+    compares these lines with the term and vote a restarted member reports in ``node
+    started``), and heartbeats are timed to their responses (``peer_rtt``)."""
+
+    __slots__ = ("_hb_sent", "_logged_campaign", "id", "peer_rtt")
+
+    def __init__(self, node_id: int) -> None:
+        self.id = node_id
+        self.peer_rtt: dict[int, float] = {}
+        """Last heartbeat round-trip time to each peer, seconds (leader only)."""
+        self._hb_sent: dict[int, float] = {}
+        self._logged_campaign = 0
+
+    def send(self, transport: Transport, msgs: Sequence[Message]) -> None:
+        now = time.perf_counter()
+        for m in msgs:
+            if m.type == MessageType.VOTE and m.term != self._logged_campaign:
+                self._logged_campaign = m.term
+                log.info("campaigning", extra={"term": m.term, "vote": f"{self.id:x}"})
+            elif m.type == MessageType.VOTE_RESP and not m.reject:
+                log.info("vote granted", extra={"term": m.term, "vote": f"{m.to:x}"})
+            elif m.type == MessageType.HEARTBEAT and m.to not in self._hb_sent:
+                self._hb_sent[m.to] = now
+        transport.send(list(msgs))
+
+    def heard(self, m: Message) -> None:
+        """A message arrived from a peer (a heartbeat response ends a round trip)."""
+        if m.type == MessageType.HEARTBEAT_RESP:
+            sent = self._hb_sent.pop(m.frm, None)
+            if sent is not None:
+                self.peer_rtt[m.frm] = time.perf_counter() - sent
