@@ -373,19 +373,15 @@ class Cluster:
                 for m in early:
                     checker.on_message_out(node.id, m, phs, last)
             # 1. persist
-            if rd.snapshot is not None and not rd.snapshot.is_empty():
-                storage.apply_snapshot(rd.snapshot)
+            storage.save(rd.hard_state, rd.entries, rd.snapshot)
             if rd.entries:
-                storage.append(rd.entries)
                 checker.on_persist_entries(node.id, rd.entries, storage)
             hs = rd.hard_state
             advanced = False
-            if hs is not None:
-                storage.set_hard_state(hs)
-                if hs.commit > node.commit:
-                    checker.on_commit(node.id, node.commit, hs.commit, hs.term, storage)
-                    node.commit = hs.commit
-                    advanced = True
+            if hs is not None and hs.commit > node.commit:
+                checker.on_commit(node.id, node.commit, hs.commit, hs.term, storage)
+                node.commit = hs.commit
+                advanced = True
             if rd.must_sync or rd.snapshot is not None:
                 node.synced_commit = storage.hard_state.commit
             if self.triggers and self._trigger(node, rd, advanced):

@@ -41,12 +41,8 @@ def run_core_benchmark(
             rn = rns[i]
             while rn.has_ready():
                 rd = rn.ready()
-                st = storages[i]
-                if rd.hard_state is not None:
-                    st.set_hard_state(rd.hard_state)
-                if rd.entries:
-                    st.append(rd.entries)
-                inbox.extend(rd.early_messages)
+                inbox.extend(rd.early_messages)  # may leave before the fsync
+                storages[i].save(rd.hard_state, rd.entries, rd.snapshot)
                 inbox.extend(rd.messages)
                 applied[i] += sum(1 for e in rd.committed_entries if e.data)
                 rn.advance(rd)
