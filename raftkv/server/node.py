@@ -16,7 +16,7 @@ machine (:class:`~raftkv.state.fsm.KVStateMachine`).  One task runs the Ready lo
 The rest of a member lives beside it: settings (:mod:`~raftkv.server.config`), the member
 table and snapshot format (:mod:`~raftkv.server.membership`), snapshot policy
 (:mod:`~raftkv.server.snapshots`), background duties (:mod:`~raftkv.server.duties`),
-waiters (:mod:`~raftkv.server.waiters`), health and status (:mod:`~raftkv.server.service`).
+waiters (:mod:`~raftkv.server.waiters`), health and status (:mod:`~raftkv.server.serving`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from raftkv.raft import (
     Ready,
     StateRole,
 )
-from raftkv.server import duties, service
+from raftkv.server import duties, serving
 from raftkv.server.apply import (
     ENTRY_MEMBER,
     Applier,
@@ -249,7 +249,7 @@ class Node:
         if self.fatal is not None:
             return
         self.fatal = e
-        service.log_out_of_service(self, e)
+        serving.log_out_of_service(self, e)
         self._fail_all(StorageError(f"node is not serving: {e}"))
         self._wake.set()
         for cb in self.fatal_listeners:
@@ -698,12 +698,12 @@ class Node:
         return self.membership.member_list(self.conf_state)
 
     def db_size(self) -> int:
-        return service.db_size(self.cfg.data_dir)
+        return serving.db_size(self.cfg.data_dir)
 
     def status(self, with_hash: bool = False) -> dict[str, Any]:
         """Member status; the content hash (a walk of the whole store) only on request."""
-        return service.status(self, with_hash)
+        return serving.status(self, with_hash)
 
     def health(self) -> tuple[bool, str]:
-        """Whether this member can serve, and why not (raftkv.server.service.health)."""
-        return service.health(self)
+        """Whether this member can serve, and why not (raftkv.server.serving.health)."""
+        return serving.health(self)

@@ -1,4 +1,4 @@
-"""A member's service state: why it stopped serving (and what the operator should do), its
+"""Whether a member is serving: why it stopped serving (and what the operator should do), its
 health, and the status it reports."""
 
 from __future__ import annotations
