@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raftkv.errors import Timeout
+from raftkv.errors import ConfChangeRefused, Timeout
 from raftkv.raft import NONE
 from raftkv.server.native import Server
 from raftkv.server.node import Node, NodeConfig, tcp_transport_factory
@@ -154,9 +154,20 @@ class LocalCluster:
     async def add_member(self, name: str, learner: bool = True) -> Member:
         """Add a new member through the leader, then start it (joins an existing cluster)."""
         m = Member(name, self.root / name, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-        leader = await self.wait_leader()
-        assert leader.node is not None
-        await leader.node.add_member(name, m.peer_addr, m.client_addr, learner)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while True:
+            leader = await self.wait_leader()
+            assert leader.node is not None
+            try:
+                await leader.node.add_member(name, m.peer_addr, m.client_addr, learner)
+                break
+            except ConfChangeRefused:
+                # A leader just elected refuses until it has applied an entry of its own
+                # term (or while another change is pending): ask again shortly.
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(self.tick_interval)
         self.members[name] = m
         initial = {x.name: x.peer_addr for x in self.members.values()}
         m.options["cluster_id"] = leader.node.cluster_id
@@ -206,11 +217,7 @@ class LocalCluster:
             if (
                 m.node is not None
                 and m.node.is_leader
-                and (
-                    best is None
-                    or best.node is None
-                    or m.node.rn.raft.term > best.node.rn.raft.term
-                )
+                and (best is None or best.node is None or m.node.term > best.node.term)
             ):
                 best = m
         return best
@@ -238,7 +245,7 @@ class LocalCluster:
         while loop.time() < deadline:
             nodes = self.nodes()
             applied = {n.applied_index for n in nodes}
-            commits = {n.rn.raft.raft_log.committed for n in nodes}
+            commits = {n.commit_index for n in nodes}
             if len(applied) == 1 and applied == commits and len({n.fsm.hash() for n in nodes}) == 1:
                 return
             await asyncio.sleep(self.tick_interval)

@@ -38,13 +38,15 @@ from raftkv.raft.types import (
     ConfChangeType,
     ConfState,
     Entry,
-    EntryType,
     HardState,
+    Message,
     MessageType,
     Ready,
     Snapshot,
     StateRole,
 )
+from raftkv.server.apply import Applier, EntryKind
+from raftkv.server.apply import kv_entry as envelope
 from raftkv.state.fsm import ApplyResult, KVStateMachine
 
 ELECTION_TICK = 10
@@ -92,26 +94,41 @@ class PoisonableFSM(KVStateMachine):
         return super()._apply_put_request(req)
 
 
+ConfChanger = Callable[[ConfChange], ConfState]
+
+
+def _no_conf_change(cc: ConfChange) -> ConfState:
+    raise AssertionError(f"no core to apply {cc} to")
+
+
 class App:
-    """The state machine of a node: the real KV state machine for ``K`` entries (the
-    node's envelope), and a hash chain over every applied entry and its result."""
+    """The state machine of a node: the real KV state machine behind the node's own apply
+    step (:class:`raftkv.server.apply.Applier`: the ``K``/``M`` envelope, conf changes into
+    the core), and a hash chain over every applied entry and its result."""
 
-    __slots__ = ("applied", "chain", "conf_state", "fsm", "markers")
+    __slots__ = ("applied", "applier", "chain", "conf_state", "fsm", "markers")
 
-    def __init__(self, applied: int, chain: bytes, conf_state: ConfState) -> None:
+    def __init__(
+        self,
+        applied: int,
+        chain: bytes,
+        conf_state: ConfState,
+        apply_conf_change: ConfChanger = _no_conf_change,
+    ) -> None:
         self.applied = applied
         self.chain = chain
         self.conf_state = conf_state
         self.markers: set[bytes] = set()
         self.fsm = PoisonableFSM()
         self.fsm.applied_index = applied
+        self.applier = Applier(self.fsm, apply_conf_change, applied)
 
     @classmethod
-    def from_snapshot(cls, snap: Snapshot) -> App:
+    def from_snapshot(cls, snap: Snapshot, apply_conf_change: ConfChanger = _no_conf_change) -> App:
         if snap.meta.index == 0 or not snap.data:
-            return cls(0, bytes(16), snap.meta.conf_state)
+            return cls(0, bytes(16), snap.meta.conf_state, apply_conf_change)
         applied, chain = _APP_STATE.unpack(snap.data[: _APP_STATE.size])
-        app = cls(applied, chain, snap.meta.conf_state)
+        app = cls(applied, chain, snap.meta.conf_state, apply_conf_change)
         if len(snap.data) > _APP_STATE.size:
             app.fsm.restore(snap.data[_APP_STATE.size :])
         return app
@@ -122,7 +139,7 @@ class App:
 
 def kv_entry(req: PutRequest) -> bytes:
     """A proposal in the node's envelope: ``K`` + an encoded command."""
-    return b"K" + codec.encode_command(Command(req))
+    return envelope(codec.encode_command(Command(req)))
 
 
 def _result_digest(r: ApplyResult) -> bytes:
@@ -241,7 +258,7 @@ class Cluster:
         if node is None:
             node = self.nodes[nid] = SimNode(nid, storage)
         snap = storage.snapshot()
-        node.app = App.from_snapshot(snap)
+        node.app = App.from_snapshot(snap, self._conf_changer(node))
         self.checker.on_restore(nid, node.app.applied, node.app.chain)
         cfg = Config(
             id=nid,
@@ -263,6 +280,16 @@ class Cluster:
         node.clock = 1
         return node
 
+    @staticmethod
+    def _conf_changer(node: SimNode) -> ConfChanger:
+        """The node's apply step applies conf changes to its current core."""
+
+        def apply(cc: ConfChange) -> ConfState:
+            assert node.rn is not None
+            return node.rn.apply_conf_change(cc)
+
+        return apply
+
     def live(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.rn is not None]
 
@@ -272,16 +299,16 @@ class Cluster:
         best_term = -1
         for n in self.nodes.values():
             rn = n.rn
-            if rn is not None and rn.raft.state == StateRole.LEADER and rn.raft.term > best_term:
-                best, best_term = n, rn.raft.term
+            if rn is not None and rn.is_leader and rn.term > best_term:
+                best, best_term = n, rn.term
         return best
 
     def _leaders(self) -> list[tuple[int, int, LogView]]:
         out: list[tuple[int, int, LogView]] = []
         for n in self.nodes.values():
             rn = n.rn
-            if rn is not None and rn.raft.state == StateRole.LEADER:
-                out.append((n.id, rn.raft.term, rn.raft.raft_log))
+            if rn is not None and rn.is_leader:
+                out.append((n.id, rn.term, rn.log_reader()))
         return out
 
     # --- the step ------------------------------------------------------------------------
@@ -336,40 +363,37 @@ class Cluster:
         checker = self.checker
         while rn.has_ready():
             rd: Ready = rn.ready()
+            # 0. what the core lets leave before the Ready is durable (a leader's appends
+            # and heartbeats): the checker holds them to the hard state already on disk.
+            # They are handed to the network below, with the rest: a crash right after
+            # persisting may still lose them in the process's send buffers, as in the node.
+            early = rd.early_messages
+            if early:
+                phs, last = storage.hard_state, storage.last_index()
+                for m in early:
+                    checker.on_message_out(node.id, m, phs, last)
             # 1. persist
-            if rd.snapshot is not None and not rd.snapshot.is_empty():
-                storage.apply_snapshot(rd.snapshot)
+            storage.save(rd.hard_state, rd.entries, rd.snapshot)
             if rd.entries:
-                storage.append(rd.entries)
                 checker.on_persist_entries(node.id, rd.entries, storage)
             hs = rd.hard_state
             advanced = False
-            if hs is not None:
-                storage.set_hard_state(hs)
-                if hs.commit > node.commit:
-                    checker.on_commit(node.id, node.commit, hs.commit, hs.term, storage)
-                    node.commit = hs.commit
-                    advanced = True
+            if hs is not None and hs.commit > node.commit:
+                checker.on_commit(node.id, node.commit, hs.commit, hs.term, storage)
+                node.commit = hs.commit
+                advanced = True
             if rd.must_sync or rd.snapshot is not None:
                 node.synced_commit = storage.hard_state.commit
             if self.triggers and self._trigger(node, rd, advanced):
-                return  # crashed after persisting, before sending anything
+                return  # crashed after persisting, before anything left
             # 2. send
+            if early:
+                self._send(node, early, checked=True)
             if rd.messages:
-                phs = storage.hard_state
-                last = storage.last_index()
-                for m in rd.messages:
-                    checker.on_message_out(node.id, m, phs, last)
-                    if m.type == MessageType.VOTE_RESP and not m.reject:
-                        self._voted_now.append(node.id)
-                    ok = self.net.send(m, self.now)
-                    if m.type == MessageType.SNAP:
-                        node.reports.append((m.to, ok))
-                    elif not ok and not self.net.can_reach(m.frm, m.to):
-                        node.unreachable.add(m.to)  # like a refused connection
+                self._send(node, rd.messages)
             # 3. apply
             if rd.snapshot is not None and not rd.snapshot.is_empty():
-                app = node.app = App.from_snapshot(rd.snapshot)
+                app = node.app = App.from_snapshot(rd.snapshot, self._conf_changer(node))
                 checker.on_restore(node.id, app.applied, app.chain)
                 self.log(f"n{node.id} restored snapshot at {rd.snapshot.meta.index}")
             for e in rd.committed_entries:
@@ -378,7 +402,7 @@ class Cluster:
                 checker.on_read_state(node.id, rs)
             if rd.soft_state is not None and rd.soft_state.role != node.role:
                 node.role = rd.soft_state.role
-                self.log(f"n{node.id} {node.role.name} term {rn.raft.term}")
+                self.log(f"n{node.id} {node.role.name} term {rn.term}")
             # 4. advance
             rn.advance(rd)
             if node.reports:
@@ -389,6 +413,23 @@ class Cluster:
                 for peer in sorted(node.unreachable):
                     self._call(node, rn.report_unreachable, peer)
                 node.unreachable.clear()
+
+    def _send(self, node: SimNode, msgs: tuple[Message, ...], checked: bool = False) -> None:
+        """Hand ``msgs`` to the network; the checker sees each against what is durable
+        (unless it has already: ``checked``)."""
+        storage = node.storage
+        phs = storage.hard_state
+        last = storage.last_index()
+        for m in msgs:
+            if not checked:
+                self.checker.on_message_out(node.id, m, phs, last)
+            if m.type == MessageType.VOTE_RESP and not m.reject:
+                self._voted_now.append(node.id)
+            ok = self.net.send(m, self.now)
+            if m.type == MessageType.SNAP:
+                node.reports.append((m.to, ok))
+            elif not ok and not self.net.can_reach(m.frm, m.to):
+                node.unreachable.add(m.to)  # like a refused connection
 
     def _crash(self, node: SimNode) -> None:
         """Lose the process and whatever was written without an fsync: a hard state written
@@ -403,7 +444,7 @@ class Cluster:
 
     def _trigger(self, node: SimNode, rd: Ready, advanced: bool) -> bool:
         """Fire the first armed crash trigger this Ready matches; True if the node crashed."""
-        leading = node.rn is not None and node.rn.raft.state == StateRole.LEADER
+        leading = node.rn is not None and node.rn.is_leader
         elected = leading and rd.soft_state is not None and rd.soft_state.role == StateRole.LEADER
         for i, t in enumerate(self.triggers):
             if t.until < self.now:
@@ -423,26 +464,27 @@ class Cluster:
 
     def _apply(self, node: SimNode, app: App, e: Entry) -> None:
         if e.index != app.applied + 1:
-            if e.index <= app.applied:
-                self.checker.on_apply_out_of_order(node.id, e.index, app.applied)
-                return
             self.checker.on_apply_out_of_order(node.id, e.index, app.applied)
+            if e.index <= app.applied:
+                return
+        # The node's own apply step: whatever the entry does, it yields a result (an
+        # injected failure included), and that result is part of what every member must
+        # agree on.
+        a = app.applier.apply(e)
+        assert a is not None
         app.chain = _chain(app.chain, e)
         app.applied = e.index
-        if e.type == EntryType.NORMAL and e.data.startswith(b"K"):
-            # The real apply path: whatever the entry does, it yields a result (an injected
-            # failure included), and that result is part of what every member must agree on.
-            result = app.fsm.apply(e.index, e.data[1:], e.term)
-            app.chain = hashlib.blake2b(app.chain + _result_digest(result), digest_size=16).digest()
-            if result.error is not None and e.data[1:].find(POISON_PREFIX) >= 0:
+        if a.kind == EntryKind.KV:
+            app.chain = hashlib.blake2b(
+                app.chain + _result_digest(a.result), digest_size=16
+            ).digest()
+            if a.result.error is not None and e.data[1:].find(POISON_PREFIX) >= 0:
                 self.poisoned.add(e.index)
-        else:
-            app.fsm.apply(e.index, b"")
         self.checker.on_apply(node.id, e.index, e.term, app.chain)
-        if e.type == EntryType.CONF_CHANGE:
-            cc = ConfChange.decode(e.data)
-            assert node.rn is not None
-            app.conf_state = node.rn.apply_conf_change(cc)
+        if a.kind == EntryKind.CONF_CHANGE:
+            cc = a.conf_change
+            assert cc is not None and a.conf_state is not None
+            app.conf_state = a.conf_state
             if node.role == StateRole.LEADER or node.id == cc.node_id:
                 self.log(f"n{node.id} applied {cc.type.name} {cc.node_id} at {e.index}")
         elif e.data.startswith(b"live-"):
@@ -653,7 +695,7 @@ class Cluster:
             lead = self.leader()
             if lead is None or lead.rn is None or lead.app is None:
                 continue
-            key = (lead.id, lead.rn.raft.term)
+            key = (lead.id, lead.rn.term)
             if key not in proposed and self._call(lead, lead.rn.propose, marker):
                 proposed.add(key)
             voters = lead.app.conf_state.voters

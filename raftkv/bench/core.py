@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from raftkv.raft import Config, ConfState, MemoryStorage, Message, RawNode, StateRole
+from raftkv.raft import Config, ConfState, MemoryStorage, Message, RawNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +41,8 @@ def run_core_benchmark(
             rn = rns[i]
             while rn.has_ready():
                 rd = rn.ready()
-                st = storages[i]
-                if rd.hard_state is not None:
-                    st.set_hard_state(rd.hard_state)
-                if rd.entries:
-                    st.append(rd.entries)
+                inbox.extend(rd.early_messages)  # may leave before the fsync
+                storages[i].save(rd.hard_state, rd.entries, rd.snapshot)
                 inbox.extend(rd.messages)
                 applied[i] += sum(1 for e in rd.committed_entries if e.data)
                 rn.advance(rd)
@@ -61,7 +58,7 @@ def run_core_benchmark(
 
     rns[1].campaign()
     pump()
-    assert rns[1].raft.state == StateRole.LEADER
+    assert rns[1].is_leader
     payload = b"x" * value_size
     datas = [payload] * batch
     start = time.perf_counter()

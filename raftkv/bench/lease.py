@@ -102,7 +102,7 @@ def log_window(db: Path, after_index: int) -> LogWindow:
     them (lease checkpoints decoded)."""
     from raftkv.api import LeaseCheckpointRequest
     from raftkv.protocol import codec
-    from raftkv.server.node import ENTRY_KV
+    from raftkv.server.apply import ENTRY_KV
 
     entries = total = cps = records = max_records = max_bytes = 0
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)

@@ -5,7 +5,7 @@ See docs/raft.md for the Ready contract and the invariants.
 
 from raftkv.raft.config import MUTATIONS, Config
 from raftkv.raft.log import LogLost
-from raftkv.raft.rawnode import PeerStatus, RawNode, Status
+from raftkv.raft.rawnode import LogReader, PeerStatus, RawNode, Status
 from raftkv.raft.storage import LogStorage, MemoryStorage
 from raftkv.raft.types import (
     NONE,
@@ -36,6 +36,7 @@ __all__ = [
     "EntryType",
     "HardState",
     "LogLost",
+    "LogReader",
     "LogStorage",
     "MemoryStorage",
     "Message",

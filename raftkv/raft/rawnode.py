@@ -6,9 +6,10 @@ Usage (the Ready contract, see docs/raft.md)::
     while True:
         rn.tick()                     # every tick interval
         rn.step(msg)                  # for every message from a peer
-        rn.propose(data)              # on the leader; NotLeader(hint) elsewhere
+        index, term = rn.propose(data)  # on the leader; NotLeader(hint) elsewhere
         if rn.has_ready():
             rd = rn.ready()
+            send(rd.early_messages)                           # 0. may overlap step 1
             persist(rd.hard_state, rd.entries, rd.snapshot)   # 1. durable first
             send(rd.messages)                                 # 2. then talk
             apply(rd.snapshot, rd.committed_entries)          # 3. apply in order, once
@@ -17,7 +18,10 @@ Usage (the Ready contract, see docs/raft.md)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
 
 from raftkv.raft.config import Config
 from raftkv.raft.progress import ProgressState
@@ -38,6 +42,19 @@ from raftkv.raft.types import (
     StateRole,
 )
 
+_EARLY_TYPES = frozenset({MessageType.APP, MessageType.HEARTBEAT})
+"""Message types a leader may send before its own Ready is durable (thesis 10.2.1)."""
+
+
+class LogReader(Protocol):
+    """A read-only view of the core's log: terms by index (checkers read it)."""
+
+    def term(self, i: int) -> int: ...
+
+    def first_index(self) -> int: ...
+
+    def last_index(self) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class PeerStatus:
@@ -50,6 +67,8 @@ class PeerStatus:
 
 @dataclass(frozen=True, slots=True)
 class Status:
+    """A frozen picture of the core, for everything outside ``raftkv.raft``."""
+
     id: int
     term: int
     vote: int
@@ -60,7 +79,23 @@ class Status:
     last_index: int
     conf_state: ConfState
     lead_transferee: int
-    progress: dict[int, PeerStatus]
+    progress: Mapping[int, PeerStatus]
+    """Each member's replication progress (read-only); only on the leader, empty elsewhere."""
+    committed_in_term: bool
+    """An entry of the current term is committed (a new leader's applied state is current
+    once it has applied up to ``commit``)."""
+
+    @property
+    def voters(self) -> tuple[int, ...]:
+        return self.conf_state.voters
+
+    @property
+    def learners(self) -> tuple[int, ...]:
+        return self.conf_state.learners
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == StateRole.LEADER
 
 
 class RawNode:
@@ -68,6 +103,8 @@ class RawNode:
 
     def __init__(self, config: Config) -> None:
         self.raft = Raft(config)
+        """The core itself: for ``raftkv.raft`` and its own tests (tests/raft) only.  Everything
+        else reads :meth:`status` and the properties below (tests/test_architecture.py)."""
         self._prev_soft = self.raft.soft_state()
         self._prev_hard = self.raft.hard_state()
 
@@ -87,16 +124,26 @@ class RawNode:
             return  # a response from a node that is not (or no longer) a member
         self.raft.step(m)
 
-    def propose(self, data: bytes) -> None:
-        """Propose ``data`` (raises :class:`NotLeader` with the leader hint on a non-leader)."""
-        self.raft.propose([Entry(0, 0, EntryType.NORMAL, data)])
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Propose ``data``; returns the (index, term) the entry was given.  Raises
+        :class:`NotLeader` with the leader hint on a non-leader, ``ProposalDropped`` when the
+        leader refuses it (a transfer in progress, the uncommitted-size limit)."""
+        return self._propose([Entry(0, 0, EntryType.NORMAL, data)])
 
-    def propose_batch(self, datas: list[bytes]) -> None:
-        """Propose several entries at once (one append for all of them)."""
-        self.raft.propose([Entry(0, 0, EntryType.NORMAL, d) for d in datas])
+    def propose_batch(self, datas: list[bytes]) -> tuple[int, int]:
+        """Propose several entries at once (one append for all of them); returns the
+        (index, term) of the last one (the first is ``index - len(datas) + 1``)."""
+        return self._propose([Entry(0, 0, EntryType.NORMAL, d) for d in datas])
 
-    def propose_conf_change(self, cc: ConfChange) -> None:
-        self.raft.propose([Entry(0, 0, EntryType.CONF_CHANGE, cc.encode())])
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        """Propose a membership change; returns the (index, term) it was given."""
+        return self._propose([Entry(0, 0, EntryType.CONF_CHANGE, cc.encode())])
+
+    def _propose(self, entries: list[Entry]) -> tuple[int, int]:
+        r = self.raft
+        r.propose(entries)
+        # A leader appends its proposals at once (raft.append_entry): they end its log.
+        return r.raft_log.last_index(), r.term
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         return self.raft.apply_conf_change(cc)
@@ -109,7 +156,10 @@ class RawNode:
         self.raft.step(Message(MessageType.READ_INDEX, context=ctx))
 
     def report_unreachable(self, node_id: int) -> None:
-        self.raft.step(Message(MessageType.UNREACHABLE, frm=node_id))
+        """A send to ``node_id`` failed; ignored for a node that is not (or no longer) a
+        member."""
+        if node_id in self.raft.prs.progress:
+            self.raft.step(Message(MessageType.UNREACHABLE, frm=node_id))
 
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         self.raft.step(Message(MessageType.SNAP_STATUS, frm=node_id, reject=not ok))
@@ -145,13 +195,27 @@ class RawNode:
             hard = HardState(term=hard.term, vote=NONE, commit=hard.commit)
         entries = tuple(log.unstable.entries)
         snapshot = log.unstable.snapshot
+        msgs = tuple(r.msgs)
+        early: tuple[Message, ...] = ()
+        # Thesis 10.2.1: a leader's appends and heartbeats of its current term may leave
+        # while this Ready is being persisted.  They promise nothing about the leader's own
+        # disk, and the commit index that counts the leader's own new entries can only leave
+        # in a later Ready, which the application asks for only once this one is persisted.
+        # The term itself must already be durable (it is, unless this Ready also raises it:
+        # a leader elected by itself alone).
+        if msgs and r.state == StateRole.LEADER and hs.term == self._prev_hard.term:
+            term = r.term
+            early = tuple(m for m in msgs if m.type in _EARLY_TYPES and m.term == term)
+            if early:
+                msgs = tuple(m for m in msgs if not (m.type in _EARLY_TYPES and m.term == term))
         rd = Ready(
             soft_state=None if ss == self._prev_soft else ss,
             hard_state=hard,
             entries=entries,
             snapshot=snapshot,
             committed_entries=tuple(log.next_committed_ents()),
-            messages=tuple(r.msgs),
+            messages=msgs,
+            early_messages=early,
             read_states=tuple(r.read_states),
             must_sync=bool(entries)
             or hs.term != self._prev_hard.term
@@ -185,6 +249,49 @@ class RawNode:
     def soft_state(self) -> SoftState:
         return self.raft.soft_state()
 
+    def hard_state(self) -> HardState:
+        """The current term, vote and commit index (what a Ready persists)."""
+        return self.raft.hard_state()
+
+    # Cheap single values, for hot paths that would not build a whole :class:`Status`.
+
+    @property
+    def id(self) -> int:
+        return self.raft.id
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def leader_id(self) -> int:
+        """The leader this node knows of (``NONE`` if none)."""
+        return self.raft.lead
+
+    @property
+    def role(self) -> StateRole:
+        return self.raft.state
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raft.state == StateRole.LEADER
+
+    @property
+    def commit_index(self) -> int:
+        return self.raft.raft_log.committed
+
+    @property
+    def applied_index(self) -> int:
+        return self.raft.raft_log.applied
+
+    @property
+    def last_index(self) -> int:
+        return self.raft.raft_log.last_index()
+
+    def log_reader(self) -> LogReader:
+        """A read-only view of the log (terms by index, first and last index)."""
+        return self.raft.raft_log
+
     def status(self) -> Status:
         r = self.raft
         progress: dict[int, PeerStatus] = {}
@@ -204,5 +311,6 @@ class RawNode:
             last_index=r.raft_log.last_index(),
             conf_state=r.prs.conf_state(),
             lead_transferee=r.lead_transferee,
-            progress=progress,
+            progress=MappingProxyType(progress),
+            committed_in_term=r.committed_entry_in_current_term(),
         )

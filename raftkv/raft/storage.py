@@ -120,6 +120,20 @@ class MemoryStorage:
 
     # --- writes (the application's side of the Ready contract) --------------------------
 
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry] | tuple[Entry, ...],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        """Step 1 of the Ready contract, in memory: the snapshot, the entries, the hard state
+        (``save(rd.hard_state, rd.entries, rd.snapshot)``, like the SQLite store's)."""
+        if snapshot is not None and not snapshot.is_empty():
+            self.apply_snapshot(snapshot)
+        self.append(entries)
+        if hard_state is not None:
+            self.hard_state = hard_state
+
     def set_hard_state(self, hs: HardState) -> None:
         self.hard_state = hs
 

@@ -202,10 +202,18 @@ class ReadState:
 class Ready:
     """One batch of work the application must do, in this order:
 
+    0. ``early_messages`` may be sent at once, before or while step 1 runs;
     1. persist ``hard_state``, ``entries`` and ``snapshot`` (one transaction, fsynced);
     2. only then send ``messages``;
     3. apply ``snapshot`` (if any) and then ``committed_entries`` in order, exactly once;
     4. call ``advance(ready)``.
+
+    The core decides which messages are early (thesis 10.2.1): a leader's appends and
+    heartbeats of its current term, once that term is durable.  They promise nothing about
+    the leader's own disk; the commit index that counts the leader's own new entries leaves
+    only in a later Ready, and the application must not ask for the next Ready before this
+    one is persisted.  Everything else (votes, acknowledgements, snapshots, read answers)
+    is in ``messages`` and waits for step 1.  Sending both after step 1 is always correct.
     """
 
     soft_state: SoftState | None = None
@@ -213,7 +221,8 @@ class Ready:
     entries: tuple[Entry, ...] = ()  # to append to stable storage
     snapshot: Snapshot | None = None  # to persist and apply (follower restore)
     committed_entries: tuple[Entry, ...] = ()
-    messages: tuple[Message, ...] = ()
+    messages: tuple[Message, ...] = ()  # only once the Ready is durable (step 2)
+    early_messages: tuple[Message, ...] = ()  # may leave before the Ready is durable
     read_states: tuple[ReadState, ...] = ()
     must_sync: bool = False
 
@@ -225,5 +234,6 @@ class Ready:
             or self.snapshot is not None
             or self.committed_entries
             or self.messages
+            or self.early_messages
             or self.read_states
         )

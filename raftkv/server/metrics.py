@@ -51,7 +51,7 @@ class _NodeCollector(Collector):
         yield g(
             "proposals_failed_total", "Proposals that did not commit.", n.stats["proposals_failed"]
         )
-        yield g("proposals_pending", "Proposals waiting to commit.", len(n._pending))
+        yield g("proposals_pending", "Proposals waiting to commit.", n.pending_proposals)
         yield g("applied_total", "KV entries applied.", n.stats["applied"])
         yield g(
             "disk_fsync_seconds_total",

@@ -99,8 +99,9 @@ class Network:
                 node.storage.apply_snapshot(rd.snapshot)
                 node.applied = [(ix, bytes.fromhex(d)) for ix, d in json.loads(rd.snapshot.data)]
             node.storage.append(rd.entries)
-            node.sent.extend(rd.messages)
-            self.inflight.extend(rd.messages)
+            msgs = rd.early_messages + rd.messages
+            node.sent.extend(msgs)
+            self.inflight.extend(msgs)
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:
                     node.rn.apply_conf_change(ConfChange.decode(e.data))

@@ -221,14 +221,14 @@ async def test_commit_beyond_the_log_raises_log_lost_and_changes_nothing(tmp_pat
         assert old.loss is None and old.last_index() == 30
         rn = RawNode(Config(id=1, storage=old, election_tick=10, heartbeat_tick=1))
         rn.step(Message(MessageType.HEARTBEAT, 1, 2, term=2, commit=20))  # a lagging one: fine
-        assert rn.raft.raft_log.committed == 29
+        assert rn.commit_index == 29
         rn.advance(rn.ready())  # its heartbeat response
         # ... but the leader's heartbeat carries min(match, commit) = 60 > 30.
         with pytest.raises(LogLost) as ei:
             rn.step(Message(MessageType.HEARTBEAT, 1, 2, term=2, commit=60))
         assert (ei.value.to_commit, ei.value.last_index) == (60, 30)
         assert isinstance(ei.value, CorruptionError)
-        assert rn.raft.raft_log.committed == 29
+        assert rn.commit_index == 29
         assert not rn.has_ready()  # no answer, nothing to persist
     finally:
         await old.close()

@@ -667,12 +667,13 @@ class Env:
             for e in rd.entries:
                 p(f"    {fmt_entry(e)}")
             n.storage.append(rd.entries)
-        # 2. send
-        if rd.messages:
+        # 2. send (the early messages could have left before step 1; here both go now)
+        msgs = rd.early_messages + rd.messages
+        if msgs:
             p("  Messages:")
-            for m in rd.messages:
+            for m in msgs:
                 p(f"    {fmt_msg(m)}")
-            self.queue.extend(rd.messages)
+            self.queue.extend(msgs)
         # 3. apply
         if rd.snapshot is not None:
             n.applied = decode_state(rd.snapshot.data)

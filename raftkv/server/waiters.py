@@ -1,0 +1,82 @@
+"""What callers wait on besides their proposals: ReadIndex answers, an applied index, a
+known leader.  The Ready loop settles them (``answer_reads``, ``applied``,
+``leader_known``); a member that stops fails them all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from raftkv.raft import ReadState
+
+
+class Waiters:
+    __slots__ = ("_applied", "_leader", "_reads")
+
+    def __init__(self) -> None:
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._applied: list[tuple[int, asyncio.Future[None]]] = []
+        self._leader: list[asyncio.Future[None]] = []
+
+    # --- ReadIndex ----------------------------------------------------------------------
+
+    def read(self, ctx: bytes) -> asyncio.Future[int]:
+        """A future for the read index of the request tagged ``ctx``."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[ctx] = fut
+        return fut
+
+    def forget_read(self, ctx: bytes) -> None:
+        self._reads.pop(ctx, None)
+
+    def answer_reads(self, read_states: Iterable[ReadState]) -> None:
+        for rs in read_states:
+            fut = self._reads.pop(rs.request_ctx, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+
+    def fail_reads(self, err: BaseException) -> None:
+        """Reads waiting on a read index asked as leader: no longer answered."""
+        reads, self._reads = self._reads, {}
+        for fut in reads.values():
+            if not fut.done():
+                fut.set_exception(err)
+
+    # --- the applied index and the leader -----------------------------------------------
+
+    def until_applied(self, index: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied.append((index, fut))
+        return fut
+
+    def applied(self, applied_index: int) -> None:
+        """Release the waiters for indexes up to ``applied_index``."""
+        if not self._applied:
+            return
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for idx, fut in self._applied:
+            if idx <= applied_index:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((idx, fut))
+        self._applied = keep
+
+    def until_leader(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._leader.append(fut)
+        return fut
+
+    def leader_known(self) -> None:
+        waiters, self._leader = self._leader, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def fail_all(self, err: BaseException) -> None:
+        """Fail the reads and the applied-index waiters (the member stops serving)."""
+        self.fail_reads(err)
+        applied, self._applied = self._applied, []
+        for _, fut in applied:
+            if not fut.done():
+                fut.set_exception(err)
