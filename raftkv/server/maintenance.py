@@ -9,7 +9,7 @@ from raftkv.api import RangeRequest
 from raftkv.errors import CorruptionError, StorageError
 from raftkv.protocol.methods import cluster_id, member_id
 from raftkv.raft import ConfState, HardState, Snapshot, SnapshotMeta
-from raftkv.server.node import Member, _node_snapshot, _restore_node_snapshot
+from raftkv.server.membership import Member, node_snapshot, restore_node_snapshot
 from raftkv.server.storage.sqlite import SQLiteStorage
 from raftkv.state.fsm import KVStateMachine
 
@@ -28,7 +28,7 @@ async def restore_snapshot(
     raw = file.read_bytes()
     fsm = KVStateMachine()
     try:
-        _restore_node_snapshot(fsm, raw)
+        restore_node_snapshot(fsm, raw)
     except CorruptionError as e:
         raise CorruptionError(f"{file}: {e}") from e
     index = max(fsm.applied_index, 1)
@@ -44,7 +44,7 @@ async def restore_snapshot(
         node_id=member_id(name, token),
     )
     try:
-        snap = Snapshot(SnapshotMeta(index, 1, conf), _node_snapshot(fsm, members))
+        snap = Snapshot(SnapshotMeta(index, 1, conf), node_snapshot(fsm, members))
         await storage.save(HardState(term=1, vote=0, commit=index), [], snap)
     finally:
         await storage.close()

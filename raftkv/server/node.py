@@ -68,9 +68,7 @@ from raftkv.server.config import (
     fsm_with_limits,
     raft_config,
 )
-from raftkv.server.membership import Member, Membership, identity, open_store
-from raftkv.server.membership import node_snapshot as _node_snapshot
-from raftkv.server.membership import restore_node_snapshot as _restore_node_snapshot
+from raftkv.server.membership import Member, Membership, identity, open_store, restore_node_snapshot
 from raftkv.server.peers import (
     Outbox,
     TcpTransport,
@@ -95,8 +93,6 @@ __all__ = [
     "NodeConfig",
     "Transport",
     "TransportFactory",
-    "_node_snapshot",
-    "_restore_node_snapshot",
     "fsm_with_limits",
     "tcp_transport_factory",
 ]
@@ -425,7 +421,7 @@ class Node:
             self._waiters.fail_reads(NotLeader(leader, self.client_addr_of(leader)))
 
     def _apply_snapshot(self, data: bytes, index: int) -> None:
-        members = _restore_node_snapshot(self.fsm, data)
+        members = restore_node_snapshot(self.fsm, data)
         if members:
             self.membership.restore(members)
             self._sync_transport_peers()

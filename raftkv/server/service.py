@@ -59,7 +59,8 @@ from raftkv.api import (
 from raftkv.errors import NoLeader, NotLeader, RaftKVError, ReplyTooLarge
 from raftkv.protocol import codec
 from raftkv.protocol.methods import Method
-from raftkv.server.node import Member, Node
+from raftkv.server.membership import Member, node_snapshot
+from raftkv.server.node import Node
 from raftkv.server.watch import Sender, WatchHub, WatchSpec
 
 __all__ = [
@@ -160,7 +161,7 @@ class ApiService:
             cluster_id=n.cluster_id,
             member_id=n.id,
             revision=n.fsm.revision if revision is None else revision,
-            raft_term=n.rn.raft.term,
+            raft_term=n.term,
         )
 
     def _with_header(self, resp: R) -> R:
@@ -520,9 +521,7 @@ class ApiService:
         SHA-256 of the whole, its size, revision and Raft index."""
         self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
         await self.node.read_barrier()
-        from raftkv.server.node import _node_snapshot
-
-        data = _node_snapshot(self.node.fsm, self.node.members)
+        data = node_snapshot(self.node.fsm, self.node.members)
         revision, index = self.node.fsm.revision, self.node.applied_index
         for off in range(0, len(data), SNAPSHOT_CHUNK):
             yield api.SnapshotChunk(data=data[off : off + SNAPSHOT_CHUNK])
