@@ -187,7 +187,7 @@ class DeleteRangeResponse:
     prev_kvs: tuple[KeyValue, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Compare:
     """``target(key..range_end) <result> value``.  ``value`` is bytes for VALUE and an int for
     VERSION, CREATE, MOD and LEASE.  Over a range, every key must satisfy it; a missing key
@@ -198,6 +198,25 @@ class Compare:
     result: CompareResult
     value: bytes | int
     range_end: bytes = b""
+
+    def __init__(
+        self,
+        key: bytes | str,
+        target: CompareTarget,
+        result: CompareResult,
+        value: bytes | str | int,
+        range_end: bytes | str = b"",
+    ) -> None:
+        # Keys and a VALUE may be given as str (UTF-8), as the op_* helpers accept them.
+        object.__setattr__(self, "key", _utf8(key))
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "result", result)
+        object.__setattr__(self, "value", _utf8(value) if isinstance(value, str) else value)
+        object.__setattr__(self, "range_end", _utf8(range_end))
+
+
+def _utf8(v: bytes | str) -> bytes:
+    return v.encode() if isinstance(v, str) else v
 
 
 @dataclass(frozen=True, slots=True)

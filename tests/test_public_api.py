@@ -95,3 +95,23 @@ def test_timeout_is_also_a_builtin_timeout_error() -> None:
         raise err
     except TimeoutError as caught:  # the asyncio idiom catches raftkv's timeouts too
         assert caught is err
+
+
+def test_compare_accepts_str_like_the_op_helpers() -> None:
+    from raftkv.api import Compare, CompareResult, CompareTarget
+    from raftkv.protocol import codec
+
+    c = Compare("k", CompareTarget.VALUE, CompareResult.EQUAL, "v", range_end="l")
+    assert (c.key, c.value, c.range_end) == (b"k", b"v", b"l")
+    assert c == Compare(b"k", CompareTarget.VALUE, CompareResult.EQUAL, b"v", b"l")
+    assert Compare("k", CompareTarget.VERSION, CompareResult.GREATER, 3).value == 3
+    assert codec.from_plain(Compare, codec.to_plain(c)) == c
+    # from the wire, a str where bytes belong is still refused
+    plain = codec.to_plain(c)
+    plain[1] = "k"
+    try:
+        codec.from_plain(Compare, plain)
+    except raftkv.errors.RemoteProtocolError:
+        pass
+    else:
+        raise AssertionError("a str key from the wire was accepted")
