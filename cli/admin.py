@@ -1,9 +1,12 @@
-"""Cluster and maintenance commands: member, move-leader, endpoint, snapshot."""
+"""Cluster and maintenance commands: member, move-leader, endpoint, snapshot, alarm, defrag."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import click
 
+from raftkv.api import AlarmMember
 from raftkv.client import EndpointHealth, EndpointStatus, Member
 from raftkv.client.sync import SyncClient
 from raftkv.errors import RaftKVError
@@ -107,6 +110,24 @@ def member_promote(ctx: click.Context, member_id: str) -> None:
         echo_json({"members": members})
     else:
         click.echo(f"Member {hex_id(mid)} promoted in cluster")
+
+
+@member.command("update")
+@click.argument("member_id")
+@click.option(
+    "--peer-addr", required=True, metavar="HOST:PORT", help="The member's new peer address."
+)
+@click.pass_context
+def member_update(ctx: click.Context, member_id: str, peer_addr: str) -> None:
+    """Change a member's (hex id) advertised peer address."""
+    s = settings(ctx)
+    mid = parse_id(member_id)
+    with s.client() as c:
+        members = c.member_update(mid, peer_addr)
+    if s.write_out == "json":
+        echo_json({"members": members})
+    else:
+        click.echo(f"Member {hex_id(mid)} updated in cluster")
 
 
 @click.command("move-leader")
@@ -247,3 +268,76 @@ def snapshot_save(ctx: click.Context, file: str) -> None:
             f"Snapshot saved at {info.path} ({human_size(info.size)}, revision {info.revision}, "
             f"sha256 {info.sha256})"
         )
+
+
+# --- alarms and defragmentation ------------------------------------------------------------------
+
+
+@click.group("alarm")
+def alarm() -> None:
+    """Alarms the members raised (CORRUPT: a member lost state or its storage failed)."""
+
+
+def _alarm_lines(alarms: Iterable[AlarmMember]) -> list[str]:
+    return [f"memberID:{hex_id(a.member_id)} alarm:{a.alarm.name}" for a in alarms]
+
+
+@alarm.command("list")
+@click.option("--cluster", is_flag=True, help="Ask every member, from 'member list'.")
+@click.pass_context
+def alarm_list(ctx: click.Context, cluster: bool) -> None:
+    """List the alarms of each endpoint."""
+    s = settings(ctx)
+    found: list[AlarmMember] = []
+    with s.client() as c:
+        for ep in _targets(c, cluster):
+            found.extend(c.alarm_list(ep))
+    if s.write_out == "json":
+        echo_json({"alarms": found})
+    else:
+        for line in _alarm_lines(found):
+            click.echo(line)
+
+
+@alarm.command("disarm")
+@click.option("--cluster", is_flag=True, help="Every member, from 'member list'.")
+@click.pass_context
+def alarm_disarm(ctx: click.Context, cluster: bool) -> None:
+    """Clear the alarms of each endpoint (a CORRUPT alarm is refused: replace the member)."""
+    s = settings(ctx)
+    cleared: list[AlarmMember] = []
+    with s.client() as c:
+        for ep in _targets(c, cluster):
+            cleared.extend(c.alarm_disarm(ep))
+    if s.write_out == "json":
+        echo_json({"alarms": cleared})
+    else:
+        for line in _alarm_lines(cleared):
+            click.echo(line)
+
+
+@click.command("defrag")
+@click.option("--cluster", is_flag=True, help="Every member, from 'member list'.")
+@click.pass_context
+def defrag(ctx: click.Context, cluster: bool) -> None:
+    """Give each endpoint's free store pages back to the file system (after a compaction)."""
+    s = settings(ctx)
+    failed = 0
+    with s.client() as c:
+        for ep in _targets(c, cluster):
+            try:
+                r = c.defragment(ep)
+            except RaftKVError as e:
+                failed += 1
+                click.echo(f"Failed to defragment member[{ep}] ({e})", err=True)
+                continue
+            if s.write_out == "json":
+                echo_json(
+                    {"endpoint": ep, "size_before": r.size_before, "size_after": r.size_after}
+                )
+            else:
+                click.echo(
+                    f"Finished defragmenting member[{ep}] ({r.size_before} -> {r.size_after} bytes)"
+                )
+    if failed:
+        raise click.ClickException(f"{failed} endpoint(s) were not defragmented")

@@ -88,6 +88,8 @@ for _cmd in (
     admin.move_leader,
     admin.endpoint,
     admin.snapshot,
+    admin.alarm,
+    admin.defrag,
     cluster,
     benchmark,
 ):

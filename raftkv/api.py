@@ -585,3 +585,52 @@ class WatchProgressRequest:
 class WatchProgressResponse:
     watches: int
     """How many watches were asked."""
+
+
+class AlarmType(IntEnum):
+    """etcd's alarm kinds (same numbers)."""
+
+    NONE = 0
+    NOSPACE = 1
+    CORRUPT = 2
+
+
+class AlarmAction(IntEnum):
+    GET = 0
+    ACTIVATE = 1
+    DEACTIVATE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmMember:
+    """An alarm raised on one member."""
+
+    member_id: int
+    alarm: AlarmType
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRequest:
+    """List alarms (GET), or raise / clear one (``member_id`` 0 and ``alarm`` NONE: all)."""
+
+    action: AlarmAction = AlarmAction.GET
+    member_id: int = 0
+    alarm: AlarmType = AlarmType.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmResponse:
+    header: ResponseHeader
+    alarms: tuple[AlarmMember, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DefragmentRequest:
+    """Give the free pages of this member's store back to the file system."""
+
+
+@dataclass(frozen=True, slots=True)
+class DefragmentResponse:
+    header: ResponseHeader
+    size_before: int = 0
+    size_after: int = 0

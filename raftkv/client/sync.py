@@ -134,6 +134,10 @@ class SyncClient:
     member_add = _blocking(Client.member_add)
     member_remove = _blocking(Client.member_remove)
     member_promote = _blocking(Client.member_promote)
+    member_update = _blocking(Client.member_update)
+    alarm_list = _blocking(Client.alarm_list)
+    alarm_disarm = _blocking(Client.alarm_disarm)
+    defragment = _blocking(Client.defragment)
     move_leader = _blocking(Client.move_leader)
     snapshot_save = _blocking(Client.snapshot_save)
 

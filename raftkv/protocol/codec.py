@@ -82,6 +82,11 @@ TAGS: dict[type[Any], int] = {
     api.SnapshotChunk: 89,
     api.WatchProgressRequest: 90,
     api.WatchProgressResponse: 91,
+    api.AlarmMember: 92,
+    api.AlarmRequest: 93,
+    api.AlarmResponse: 94,
+    api.DefragmentRequest: 95,
+    api.DefragmentResponse: 96,
 }
 
 _Conv = Callable[[Any], Any]

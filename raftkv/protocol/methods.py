@@ -66,7 +66,10 @@ class Method(StrEnum):
     MEMBER_ADD = "member_add"
     MEMBER_REMOVE = "member_remove"
     MEMBER_PROMOTE = "member_promote"
+    MEMBER_UPDATE = "member_update"
     MOVE_LEADER = "move_leader"
+    ALARM = "alarm"
+    DEFRAGMENT = "defragment"
     SNAPSHOT = "snapshot"  # stream of SnapshotChunk values (below)
     CANCEL = "cancel"
 
@@ -82,7 +85,10 @@ class Method(StrEnum):
 #                                                  -> MemberAddResponse(header, member, members)
 # MEMBER_REMOVE  MemberRemoveRequest(id)           -> MembersResponse(header, members)
 # MEMBER_PROMOTE MemberPromoteRequest(id)          -> MembersResponse(header, members)
+# MEMBER_UPDATE  MemberUpdateRequest(id, peer_addr) -> MembersResponse(header, members)
 # MOVE_LEADER    MoveLeaderRequest(target_id)      -> MoveLeaderResponse(header, leader)
+# ALARM          AlarmRequest(action, member_id, alarm) -> AlarmResponse(header, alarms)
+# DEFRAGMENT     DefragmentRequest()               -> DefragmentResponse(size_before, size_after)
 # SNAPSHOT       SnapshotRequest() -> a stream of SnapshotChunk(data); the last chunk carries
 #                sha256 (of all data), size, revision and index instead of data.
 # WATCH_PROGRESS WatchProgressRequest()            -> WatchProgressResponse(watches)

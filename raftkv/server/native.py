@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from raftkv.api import (
+    AlarmRequest,
     Command,
     CompactionRequest,
+    DefragmentRequest,
     DeleteRangeRequest,
     HashKVRequest,
     HealthRequest,
@@ -33,6 +35,7 @@ from raftkv.api import (
     MemberListRequest,
     MemberPromoteRequest,
     MemberRemoveRequest,
+    MemberUpdateRequest,
     MoveLeaderRequest,
     PutRequest,
     RangeRequest,
@@ -182,7 +185,10 @@ class Server:
             (Method.MEMBER_ADD, MemberAddRequest, svc.member_add),
             (Method.MEMBER_REMOVE, MemberRemoveRequest, svc.member_remove),
             (Method.MEMBER_PROMOTE, MemberPromoteRequest, svc.member_promote),
+            (Method.MEMBER_UPDATE, MemberUpdateRequest, svc.member_update),
             (Method.MOVE_LEADER, MoveLeaderRequest, svc.move_leader),
+            (Method.ALARM, AlarmRequest, svc.alarm),
+            (Method.DEFRAGMENT, DefragmentRequest, svc.defragment),
         ]
         for method, req_cls, call in admin:
             self._handlers[method] = self._admin(req_cls, call)

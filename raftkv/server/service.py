@@ -56,7 +56,7 @@ from raftkv.api import (
     TxnRequest,
     TxnResponse,
 )
-from raftkv.errors import NoLeader, NotLeader, RaftKVError, ReplyTooLarge
+from raftkv.errors import InvalidArgument, NoLeader, NotLeader, RaftKVError, ReplyTooLarge
 from raftkv.protocol import codec
 from raftkv.protocol.methods import Method
 from raftkv.server.membership import Member, node_snapshot
@@ -448,6 +448,20 @@ class ApiService:
             ctx, Method.MEMBER_PROMOTE, lambda: codec.to_plain(req), _members_response, local
         )
 
+    async def member_update(
+        self, req: api.MemberUpdateRequest, ctx: CallContext = ANONYMOUS
+    ) -> api.MembersResponse:
+        """Change a member's advertised peer address (through the log, on the leader)."""
+        self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
+
+        async def local() -> api.MembersResponse:
+            await self.node.update_member(req.id, req.peer_addr)
+            return api.MembersResponse(self.header(), self._members())
+
+        return await self._on_leader(
+            ctx, Method.MEMBER_UPDATE, lambda: codec.to_plain(req), _members_response, local
+        )
+
     async def move_leader(
         self, req: api.MoveLeaderRequest, ctx: CallContext = ANONYMOUS
     ) -> api.MoveLeaderResponse:
@@ -513,6 +527,46 @@ class ApiService:
         return api.HashKVResponse(
             self.header(), api.Hash64(f.hash()), f.revision, f.compact_revision
         )
+
+    async def alarm(self, req: api.AlarmRequest, ctx: CallContext = ANONYMOUS) -> api.AlarmResponse:
+        """This member's alarms.  raftkv has no space quota, so NOSPACE is never raised; a
+        member that lost acknowledged state or whose storage failed reports CORRUPT for
+        itself, and clearing that takes the recovery its log line gives (remove the member,
+        empty its data dir, add it back), not a DEACTIVATE.  Alarms belong to the member
+        that raised them: ask each member."""
+        self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
+        node = self.node
+        ok, _ = node.health()
+        corrupt = node.fatal is not None or node.storage.failed is not None
+        mine = (api.AlarmMember(node.id, api.AlarmType.CORRUPT),) if corrupt and not ok else ()
+        if req.action == api.AlarmAction.GET:
+            return api.AlarmResponse(self.header(), mine)
+        if req.action == api.AlarmAction.ACTIVATE:
+            raise InvalidArgument("alarms are raised by the member that detects the condition")
+        if (
+            mine
+            and req.member_id in (0, node.id)
+            and req.alarm
+            in (
+                api.AlarmType.NONE,
+                api.AlarmType.CORRUPT,
+            )
+        ):
+            raise InvalidArgument(
+                f"member {node.id:x} lost acknowledged state or its storage failed: remove it, "
+                "empty its data dir and add it back; the alarm cannot be cleared in place"
+            )
+        return api.AlarmResponse(self.header(), ())  # nothing raised: nothing to clear
+
+    async def defragment(
+        self, req: api.DefragmentRequest, ctx: CallContext = ANONYMOUS
+    ) -> api.DefragmentResponse:
+        """Give this member's free store pages back to the file system (after a compaction
+        this shrinks the file); the member keeps serving meanwhile."""
+        self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
+        self.node.check_serving()
+        before, after = await self.node.defragment()
+        return api.DefragmentResponse(self.header(), before, after)
 
     async def snapshot(
         self, req: api.SnapshotRequest, ctx: CallContext = ANONYMOUS

@@ -236,3 +236,18 @@ def test_lease_commands(fake: ThreadedFake) -> None:
     assert ok(fake, "lease", "timetolive", lid, "--keys").endswith("attached keys([lk])\n")
     assert ok(fake, "lease", "revoke", lid) == f"lease {lid} revoked\n"
     assert ok(fake, "get", "lk") == ""
+
+
+def test_member_update_alarm_and_defrag(fake: ThreadedFake) -> None:
+    members = fake.cluster.members
+    out = ok(fake, "member", "update", f"{members[1].id:x}", "--peer-addr", "127.0.0.1:1")
+    assert out == f"Member {members[1].id:x} updated in cluster\n"
+    assert ok(fake, "alarm", "list") == ""
+    members[0].alarms.append("CORRUPT")
+    assert ok(fake, "alarm", "list") == f"memberID:{members[0].id:x} alarm:CORRUPT\n"
+    out = ok(fake, "defrag").splitlines()
+    assert out == [
+        f"Finished defragmenting member[{m.addr}] (8192 -> 4096 bytes)" for m in members
+    ]
+    first = json.loads(ok(fake, "-w", "json", "defrag").splitlines()[0])
+    assert first == {"endpoint": members[0].addr, "size_before": 8192, "size_after": 4096}

@@ -103,6 +103,8 @@ class FakeMember:
         self.delay = 0.0
         self.busy = 0
         """Answer the next N requests with TooManyRequests."""
+        self.alarms: list[str] = []
+        """Alarms this fake member reports (CORRUPT, one per entry)."""
         self.no_leader_addr = False
         """As a follower, answer NotLeader without the leader's address."""
         self.fail_with: dict[str, list[RaftKVError]] = {}
@@ -291,6 +293,21 @@ class FakeMember:
                 sh.members = [m for m in sh.members if m.id != mid]
             members = tuple(m.as_member() for m in sh.members)
             return codec.to_plain(api.MembersResponse(self._header(), members))
+        if method == Method.MEMBER_UPDATE:
+            upd = codec.from_plain(api.MemberUpdateRequest, payload)
+            if not any(m.id == upd.id for m in sh.members):
+                raise MemberNotFound(f"member {upd.id:x} not found")
+            members = tuple(m.as_member() for m in sh.members)
+            return codec.to_plain(api.MembersResponse(self._header(), members))
+        if method == Method.ALARM:
+            req = codec.from_plain(api.AlarmRequest, payload)
+            alarms = tuple(api.AlarmMember(self.id, api.AlarmType.CORRUPT) for _ in self.alarms)
+            if req.action != api.AlarmAction.GET:
+                alarms = ()
+            return codec.to_plain(api.AlarmResponse(self._header(), alarms))
+        if method == Method.DEFRAGMENT:
+            codec.from_plain(api.DefragmentRequest, payload)
+            return codec.to_plain(api.DefragmentResponse(self._header(), 8192, 4096))
         if method == Method.MOVE_LEADER:
             want = codec.from_plain(api.MoveLeaderRequest, payload).target_id
             target = next((m for m in sh.members if m.id == want), None)

@@ -106,3 +106,24 @@ async def test_typed_status_and_the_reply_limit(tmp_path: Path) -> None:
         with pytest.raises(ReplyTooLarge):
             await svc.range(RangeRequest(b"big"))
         assert (await svc.range(RangeRequest(b"big", keys_only=True))).count == 1
+
+
+async def test_alarms_report_a_member_out_of_service(tmp_path: Path) -> None:
+    from raftkv.api import AlarmAction, AlarmRequest, AlarmType
+    from raftkv.errors import StorageError
+
+    async with LocalCluster(3, tmp_path) as cluster:
+        leader = await cluster.wait_leader()
+        follower = next(m for m in cluster.members.values() if m is not leader)
+        assert follower.node is not None
+        svc = _service(cluster, follower.name)
+        assert (await svc.alarm(AlarmRequest())).alarms == ()
+        with pytest.raises(InvalidArgument):
+            await svc.alarm(AlarmRequest(AlarmAction.ACTIVATE, 0, AlarmType.NOSPACE))
+        assert (await svc.alarm(AlarmRequest(AlarmAction.DEACTIVATE))).alarms == ()
+        follower.node._stop_serving(StorageError("injected: the disk is gone"))
+        got = (await svc.alarm(AlarmRequest())).alarms
+        assert [(a.member_id, a.alarm) for a in got] == [(follower.node.id, AlarmType.CORRUPT)]
+        with pytest.raises(InvalidArgument, match="add it back"):
+            await svc.alarm(AlarmRequest(AlarmAction.DEACTIVATE))
+        assert (await _service(cluster, leader.name).alarm(AlarmRequest())).alarms == ()

@@ -344,6 +344,11 @@ SAMPLES: list[Any] = [
     api.SnapshotChunk(data=b"page"),
     api.WatchProgressRequest(),
     api.WatchProgressResponse(2),
+    api.AlarmMember(2, api.AlarmType.CORRUPT),
+    api.AlarmRequest(api.AlarmAction.DEACTIVATE, 2, api.AlarmType.CORRUPT),
+    api.AlarmResponse(HDR, (api.AlarmMember(2, api.AlarmType.CORRUPT),)),
+    api.DefragmentRequest(),
+    api.DefragmentResponse(HDR, 8192, 4096),
 ]
 
 
