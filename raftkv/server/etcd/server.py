@@ -9,6 +9,7 @@ so any member answers everything.  Methods not listed in docs/etcd-compatibility
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -77,6 +78,7 @@ class EtcdServer:
         self.progress_interval = progress_interval
         """Seconds between progress notifications on quiet watches that asked for them."""
         self._server: Any = None
+        self._watch_streams: set[WatchStream] = set()
 
     @property
     def address(self) -> str:
@@ -91,12 +93,21 @@ class EtcdServer:
         self.port = port
         await server.start()
         self._server = server
+        self.node.fatal_listeners.append(self._on_fatal)
         log.info("serving the etcd v3 API on %s", self.address)
 
     async def stop(self, grace: float = 0.5) -> None:
         if self._server is not None:
+            with contextlib.suppress(ValueError):
+                self.node.fatal_listeners.remove(self._on_fatal)
             await self._server.stop(grace)
             self._server = None
+
+    def _on_fatal(self, e: BaseException) -> None:
+        """The member stopped serving: end every watch stream (UNAVAILABLE), so its clients
+        resume their watches on a healthy member."""
+        for ws in list(self._watch_streams):
+            ws.fail()
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -263,7 +274,12 @@ class EtcdServer:
     # --- watch -----------------------------------------------------------------------------
 
     async def watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest], context: Any) -> None:
-        await WatchStream(self.service, context, self.progress_interval).run(requests)
+        ws = WatchStream(self.service, context, self.progress_interval)
+        self._watch_streams.add(ws)
+        try:
+            await ws.run(requests)
+        finally:
+            self._watch_streams.discard(ws)
 
     # --- cluster ---------------------------------------------------------------------------
 

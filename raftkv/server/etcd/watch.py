@@ -20,7 +20,7 @@ from raftkv import api
 from raftkv.errors import RaftKVError, WatchCancelled
 from raftkv.protocol import codec
 from raftkv.server.etcd import convert
-from raftkv.server.etcd.errors import COMPACTED, status_of
+from raftkv.server.etcd.errors import COMPACTED, STOPPED, status_of
 from raftkv.server.etcd.proto import rpc_pb2
 from raftkv.server.service import ApiService, CallContext
 from raftkv.server.watch import WatchSpec
@@ -48,6 +48,13 @@ class WatchStream:
         self.room = asyncio.Event()
         self.watches: dict[int, asyncio.Task[None]] = {}
         self.next_id = 0
+        self.failed = False
+        """The member stopped serving: the stream ends UNAVAILABLE (clients resume elsewhere)."""
+
+    def fail(self) -> None:
+        """End this stream because the member stopped serving."""
+        self.failed = True
+        self.out.put_nowait(None)
 
     async def run(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
         """Serve until the client closes its side or the call ends."""
@@ -59,6 +66,8 @@ class WatchStream:
                 if resp is None:
                     break
                 await self.context.write(resp)
+            if self.failed:
+                await self.context.abort(*STOPPED)
         finally:
             reader.cancel()
             for t in self.watches.values():
