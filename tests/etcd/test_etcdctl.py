@@ -6,6 +6,7 @@ Each etcdctl is a subprocess this test starts, waits on, and kills by its pid if
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -182,3 +183,14 @@ async def test_watch_from_a_revision(etcd: EtcdCluster) -> None:
         os.kill(proc.pid, 9)
         await proc.wait()
     assert lines == ["PUT", "w/1", "a", "PUT", "w/2", "b", "DELETE", "w/1"]
+
+
+async def test_snapshot_save(etcd: EtcdCluster, tmp_path: Path) -> None:
+    ep = etcd.addr(etcd.follower_name())
+    await ok(ep, "put", "s", "v")
+    target = tmp_path / "backup.db"
+    rc, out, err = await etcdctl(ep, "snapshot", "save", str(target))
+    assert rc == 0, err
+    assert f"Snapshot saved at {target}" in out + err
+    data = target.read_bytes()
+    assert len(data) % 512 == 32 and hashlib.sha256(data[:-32]).digest() == data[-32:]

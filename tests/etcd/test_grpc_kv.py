@@ -268,7 +268,8 @@ async def test_snapshot_stream_ends_with_its_sha256(follower: grpc.aio.Channel) 
     ]
     data = b"".join(r.blob for r in blobs[:-1])
     assert blobs[-1].remaining_bytes == 0 and blobs[-1].blob == hashlib.sha256(data).digest()
-    assert data
+    assert data and len(data) % 512 == 0  # etcd's page-aligned layout
+    assert blobs[0].remaining_bytes == len(data) + 32 - len(blobs[0].blob)
 
 
 def test_event_conversion_keeps_prev_kv() -> None:

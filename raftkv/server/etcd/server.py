@@ -10,6 +10,7 @@ so any member answers everything.  Methods not listed in docs/etcd-compatibility
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,6 +33,9 @@ log = logging.getLogger("raftkv.server.etcd")
 
 GRPC_OVERHEAD = 512 * 1024
 """Bytes a request may exceed the largest command by on the gRPC layer (etcd's margin)."""
+
+SNAPSHOT_PAGE = 512
+"""A snapshot stream's data is a whole number of these (etcd's bbolt pages)."""
 
 CTX = CallContext()
 """etcd's clients send no exactly-once tag: every call is anonymous and untagged."""
@@ -350,25 +354,29 @@ class EtcdServer:
     async def snapshot(
         self, r: rpc_pb2.SnapshotRequest, context: Any
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
-        """raftkv's snapshot (not a bbolt file), in chunks, then its SHA-256 (32 bytes), as
-        etcd ends its snapshot stream."""
+        """raftkv's snapshot (not a bbolt file) in etcd's stream layout: the data, zero-padded
+        to a multiple of 512 bytes (etcdctl checks that a saved file is whole pages plus its
+        checksum), then the SHA-256 of the padded data (32 bytes) as the last message."""
         chunks: list[bytes] = []
-        digest = ""
         try:
             async for chunk in self.service.snapshot(api.SnapshotRequest(), CTX):
-                if chunk.sha256:
-                    digest = chunk.sha256
-                else:
+                if not chunk.sha256:
                     chunks.append(chunk.data)
         except RaftKVError as err:
             code, msg = status_of(err)
             await context.abort(code, msg)
+        size = sum(len(c) for c in chunks)
+        chunks.append(bytes(-size % SNAPSHOT_PAGE))
         h = convert.header(self.service.header())
-        remaining = sum(len(c) for c in chunks)
+        digest = hashlib.sha256()
+        remaining = size + len(chunks[-1]) + digest.digest_size
         for c in chunks:
+            if not c:
+                continue
+            digest.update(c)
             remaining -= len(c)
             yield rpc_pb2.SnapshotResponse(header=h, remaining_bytes=remaining, blob=c)
-        yield rpc_pb2.SnapshotResponse(header=h, remaining_bytes=0, blob=bytes.fromhex(digest))
+        yield rpc_pb2.SnapshotResponse(header=h, remaining_bytes=0, blob=digest.digest())
 
 
 async def start_etcd_server(
