@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from raftkv.testing import free_port
 from tests.etcd.conftest import EtcdCluster
 
 ETCDCTL = Path("/usr/bin/etcdctl")
@@ -194,3 +195,30 @@ async def test_snapshot_save(etcd: EtcdCluster, tmp_path: Path) -> None:
     assert f"Snapshot saved at {target}" in out + err
     data = target.read_bytes()
     assert len(data) % 512 == 32 and hashlib.sha256(data[:-32]).digest() == data[-32:]
+
+
+async def test_maintenance_and_membership_commands(etcd: EtcdCluster) -> None:
+    ep = etcd.addr(etcd.follower_name())
+    assert await ok(ep, "alarm", "list") == ""
+    hashkv = await ok(ep, "endpoint", "hashkv")
+    assert re.fullmatch(rf"{re.escape(ep)}, \d+\n", hashkv), hashkv
+
+    peer = f"127.0.0.1:{free_port()}"
+    out = await ok(ep, "member", "add", "n4", f"--peer-urls=http://{peer}", "--learner")
+    m = re.match(r"Member +([0-9a-f]+) added to cluster +([0-9a-f]+)\n", out)
+    assert m, out
+    lead = etcd.cluster.members[etcd.leader_name()].node
+    assert lead is not None and lead.cluster_id == int(m.group(2), 16)
+    mid, cid = int(m.group(1), 16), int(m.group(2), 16)
+    assert await ok(ep, "member", "remove", m.group(1)) == (
+        f"Member {mid:16x} removed from cluster {cid:16x}\n"
+    )
+
+    target = etcd.cluster.members[etcd.follower_name()].node
+    assert target is not None
+    out = await ok(etcd.endpoints, "move-leader", f"{target.id:x}")
+    assert f"Leadership transferred from {lead.id:x} to {target.id:x}" in out
+    assert target.is_leader
+
+    rc, _, err = await etcdctl(ep, "defrag")
+    assert rc != 0 and "Unimplemented" in err  # not supported yet
