@@ -222,3 +222,9 @@ async def test_maintenance_and_membership_commands(etcd: EtcdCluster) -> None:
 
     rc, _, err = await etcdctl(ep, "defrag")
     assert rc != 0 and "Unimplemented" in err  # not supported yet
+
+
+async def test_lock_runs_a_command_under_the_lock(etcd: EtcdCluster) -> None:
+    """etcdctl's lock is built on the client from leases, txns and watches."""
+    ep = etcd.addr(etcd.follower_name())
+    assert await ok(ep, "lock", "mylock", "echo", "locked") == "locked\n"
