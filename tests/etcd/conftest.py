@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from raftkv.errors import NoLeader
 from raftkv.server.etcd.server import EtcdServer, start_etcd_server
 from raftkv.testing import LocalCluster, free_port
 
@@ -43,8 +44,11 @@ async def _leader_addresses_known(c: LocalCluster, timeout: float = 10.0) -> Non
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         nodes = [n for n in c.nodes() if not n.is_leader]
-        if nodes and all(n.not_leader().leader_addr for n in nodes):
-            return
+        try:
+            if nodes and all(n.not_leader().leader_addr for n in nodes):
+                return
+        except NoLeader:  # a member that has not heard from the leader yet
+            pass
         await asyncio.sleep(0.02)
     raise AssertionError("the followers never learned the leader's client address")
 

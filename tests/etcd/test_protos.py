@@ -24,6 +24,9 @@ def _script() -> ModuleType:
 
 def test_committed_modules_are_up_to_date(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools (a dev dependency) is not installed")
+    from importlib.metadata import version
+
+    tools = version("grpcio-tools")
     written = _script().generate(tmp_path)
     assert written, "the generator wrote nothing"
     for fresh in written:
@@ -32,7 +35,8 @@ def test_committed_modules_are_up_to_date(tmp_path: Path) -> None:
             f"{committed.name} is not committed: run scripts/gen_etcd_protos.py"
         )
         assert committed.read_text() == fresh.read_text(), (
-            f"{committed.name} is stale: run scripts/gen_etcd_protos.py and commit the result"
+            f"{committed.name} is stale: run scripts/gen_etcd_protos.py and commit the result "
+            f"(generated here with grpcio-tools {tools}; pyproject pins the one to use)"
         )
     generated = {p.name for p in PROTO_DIR.glob("*_pb2*")}
     assert generated == {p.name for p in written}, "a generated module has no source any more"
