@@ -75,3 +75,40 @@ async def test_a_member_that_stops_serving_ends_its_watch_streams(etcd: EtcdClus
         with pytest.raises(grpc.aio.AioRpcError) as ei:
             await rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"w", serializable=True))
         assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_rate_limits_per_connection(etcd: EtcdCluster) -> None:
+    from raftkv.server.admission import AdmissionConfig, AdmissionControl
+    from raftkv.server.etcd.server import start_etcd_server
+
+    m = etcd.cluster.members[etcd.leader_name()]
+    assert m.node is not None and m.server is not None
+    admission = AdmissionControl(AdmissionConfig(per_conn=0.001, burst=2))
+    limited = await start_etcd_server(
+        m.node, m.server.service, f"127.0.0.1:{free_port()}", admission=admission
+    )
+    try:
+        req = rpc_pb2.RangeRequest(key=b"r")
+        async with grpc.aio.insecure_channel(limited.address) as ch:
+            kv = rpc_pb2_grpc.KVStub(ch)
+            await kv.Range(req)
+            await kv.Range(req)
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await kv.Range(req)
+            assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert ei.value.details() == "etcdserver: too many requests"
+            stream = rpc_pb2_grpc.WatchStub(ch).Watch()
+            await stream.write(
+                rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"r"))
+            )
+            refused = await asyncio.wait_for(stream.read(), 10.0)
+            assert refused.created and refused.canceled
+            assert refused.cancel_reason == "etcdserver: too many requests"
+            stream.cancel()
+        # a new connection (channels to one address share theirs unless told not to)
+        fresh = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(limited.address, options=fresh) as ch:
+            await rpc_pb2_grpc.KVStub(ch).Range(req)
+        assert admission.refused == 2
+    finally:
+        await limited.stop()

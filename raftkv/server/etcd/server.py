@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import grpc
 from raftkv import api
 from raftkv.errors import LeaseNotFound, RaftKVError
 from raftkv.protocol.methods import split_addr
+from raftkv.server.admission import AdmissionControl, TokenBucket
 from raftkv.server.etcd import convert
 from raftkv.server.etcd.errors import status_of
 from raftkv.server.etcd.proto import rpc_pb2
@@ -36,6 +38,9 @@ GRPC_OVERHEAD = 512 * 1024
 
 SNAPSHOT_PAGE = 512
 """A snapshot stream's data is a whole number of these (etcd's bbolt pages)."""
+
+MAX_TRACKED_CONNECTIONS = 10_000
+"""Per-connection rate buckets kept (the least recently used beyond it are forgotten)."""
 
 CTX = CallContext()
 """etcd's clients send no exactly-once tag: every call is anonymous and untagged."""
@@ -72,6 +77,7 @@ class EtcdServer:
         *,
         client_urls: Callable[[api.Member], list[str]] | None = None,
         progress_interval: float = 10.0,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self.node = node
         self.service = service
@@ -81,6 +87,10 @@ class EtcdServer:
         itself, none for the others — members publish only their native client address)."""
         self.progress_interval = progress_interval
         """Seconds between progress notifications on quiet watches that asked for them."""
+        self.admission = admission
+        """Rate limits (None: off): the member's bucket, shared with the native front end when
+        it is that server's ``admission``, and one bucket per gRPC connection."""
+        self._buckets: OrderedDict[str, TokenBucket | None] = OrderedDict()
         self._server: Any = None
         self._watch_streams: set[WatchStream] = set()
 
@@ -190,9 +200,24 @@ class EtcdServer:
             )
         ]
 
+    def admit(self, context: Any) -> None:
+        """Take a token for one request on ``context``'s connection (TooManyRequests if the
+        connection or the member is over its rate)."""
+        if self.admission is None:
+            return
+        peer = str(context.peer())
+        if peer in self._buckets:
+            self._buckets.move_to_end(peer)
+        else:
+            self._buckets[peer] = self.admission.conn_bucket()
+            while len(self._buckets) > MAX_TRACKED_CONNECTIONS:
+                self._buckets.popitem(last=False)
+        self.admission.admit(self._buckets[peer])
+
     def _unary(self, fn: Unary, req_cls: Any, resp_cls: Any) -> Any:
         async def handle(request: Any, context: Any) -> Any:
             try:
+                self.admit(context)
                 return await fn(request, context)
             except RaftKVError as err:
                 code, msg = status_of(err)
@@ -267,6 +292,7 @@ class EtcdServer:
         TTL 0, as etcd's does; any other error ends the stream with its status."""
         async for req in requests:
             try:
+                self.admit(context)
                 resp = await self.service.lease_keep_alive(api.LeaseKeepAliveRequest(req.ID), CTX)
             except LeaseNotFound:
                 resp = api.LeaseKeepAliveResponse(self.service.header(), req.ID, 0)
@@ -278,7 +304,9 @@ class EtcdServer:
     # --- watch -----------------------------------------------------------------------------
 
     async def watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest], context: Any) -> None:
-        ws = WatchStream(self.service, context, self.progress_interval)
+        ws = WatchStream(
+            self.service, context, self.progress_interval, admit=lambda: self.admit(context)
+        )
         self._watch_streams.add(ws)
         try:
             await ws.run(requests)

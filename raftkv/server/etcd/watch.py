@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from raftkv import api
@@ -40,8 +40,16 @@ _NODELETE = rpc_pb2.WatchCreateRequest.NODELETE
 class WatchStream:
     """One client's Watch stream."""
 
-    def __init__(self, service: ApiService, context: Any, progress_interval: float) -> None:
+    def __init__(
+        self,
+        service: ApiService,
+        context: Any,
+        progress_interval: float,
+        admit: Callable[[], None] = lambda: None,
+    ) -> None:
         self.service = service
+        self.admit = admit
+        """Rate limiting: raises TooManyRequests to refuse a watch create."""
         self.context = context
         self.progress_interval = progress_interval
         self.out: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue()
@@ -98,6 +106,19 @@ class WatchStream:
         return convert.header(self.service.header(revision))
 
     def _create(self, r: rpc_pb2.WatchCreateRequest) -> None:
+        try:
+            self.admit()
+        except RaftKVError as e:
+            self.out.put_nowait(
+                rpc_pb2.WatchResponse(
+                    header=self._header(),
+                    watch_id=r.watch_id,
+                    created=True,
+                    canceled=True,
+                    cancel_reason=status_of(e)[1],
+                )
+            )
+            return
         wid = r.watch_id
         if wid == 0:
             while self.next_id in self.watches:
