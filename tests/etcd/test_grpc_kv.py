@@ -280,3 +280,38 @@ def test_event_conversion_keeps_prev_kv() -> None:
         api.Event(api.EventType.DELETE, api.KeyValue(b"k", mod_revision=5), api.KeyValue(b"k"))
     )
     assert ev.type == kv_pb2.Event.DELETE and ev.kv.mod_revision == 5 and ev.HasField("prev_kv")
+
+
+async def test_nested_txn_and_lease_and_range_compares(follower: grpc.aio.Channel) -> None:
+    kv = rpc_pb2_grpc.KVStub(follower)
+    g = await rpc_pb2_grpc.LeaseStub(follower).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30))
+    await kv.Put(rpc_pb2.PutRequest(key=b"n/1", value=b"a", lease=g.ID))
+    await kv.Put(rpc_pb2.PutRequest(key=b"n/2", value=b"b"))
+    lease_cmp = rpc_pb2.Compare(
+        key=b"n/1", target=rpc_pb2.Compare.LEASE, result=rpc_pb2.Compare.EQUAL, lease=g.ID
+    )
+    range_cmp = rpc_pb2.Compare(  # every key of the range was created
+        key=b"n/",
+        range_end=b"n0",
+        target=rpc_pb2.Compare.CREATE,
+        result=rpc_pb2.Compare.GREATER,
+        create_revision=0,
+    )
+    inner = rpc_pb2.TxnRequest(
+        compare=[range_cmp],
+        success=[
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"n/3", value=b"c")),
+            rpc_pb2.RequestOp(
+                request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"n/2", prev_kv=True)
+            ),
+        ],
+    )
+    r = await kv.Txn(
+        rpc_pb2.TxnRequest(compare=[lease_cmp], success=[rpc_pb2.RequestOp(request_txn=inner)])
+    )
+    assert r.succeeded
+    nested = r.responses[0].response_txn
+    assert nested.succeeded
+    assert nested.responses[1].response_delete_range.prev_kvs[0].value == b"b"
+    got = await kv.Range(rpc_pb2.RangeRequest(key=b"n/", range_end=b"n0"))
+    assert [k.key for k in got.kvs] == [b"n/1", b"n/3"]
