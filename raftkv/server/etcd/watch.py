@@ -159,10 +159,12 @@ class WatchStream:
 
     def _progress(self) -> None:
         try:
-            rev = self.service.watch_progress(CallContext())
+            rev = self.service.watch_synced_revision(self, CallContext())
         except RaftKVError as e:
             log.debug("progress request refused: %s", e)
             return
+        if rev is None:
+            return  # a watch is still catching up: no progress to report (as etcd)
         self.out.put_nowait(
             rpc_pb2.WatchResponse(header=self._header(rev), watch_id=PROGRESS_WATCH_ID)
         )
@@ -193,7 +195,13 @@ class WatchStream:
 
         try:
             await self.service.watch(
-                spec, send, self._drain, len(self.watches), CallContext(), self.progress_interval
+                spec,
+                send,
+                self._drain,
+                len(self.watches),
+                CallContext(),
+                self.progress_interval,
+                group=self,
             )
         except asyncio.CancelledError:
             raise
