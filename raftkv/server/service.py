@@ -383,6 +383,13 @@ class ApiService:
         self.node.check_serving()
         return self.hub.request_progress(group)
 
+    def watch_synced_revision(self, group: object, ctx: CallContext = ANONYMOUS) -> int | None:
+        """etcd's stream-wide progress request: the revision up to which every watch of
+        ``group`` has been sent every event, or None while one of them is still catching up
+        (etcd then sends nothing)."""
+        self.node.check_serving()
+        return self.hub.synced_revision(group)
+
     # --- cluster ---------------------------------------------------------------------------
 
     def _members(self) -> tuple[api.Member, ...]:

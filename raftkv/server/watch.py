@@ -205,6 +205,15 @@ class WatchHub:
                 asked += 1
         return asked
 
+    def synced_revision(self, group: object) -> int | None:
+        """The current revision if every watch of ``group`` has sent every event up to it
+        (synced, nothing queued), else None: a progress notification for the whole group at
+        that revision is then true for each of its watches."""
+        for w in self.watchers:
+            if w.group is group and (not w.synced or not w.queue.empty()):
+                return None
+        return self._fsm().revision
+
     def _catch_up(self, w: Watcher) -> None:
         """Deliver up to CATCHUP_BATCH revisions from history; mark synced when current.
 
