@@ -25,6 +25,7 @@ Rate limiting per connection stays with the front ends (it is about connections,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -185,14 +186,28 @@ class ApiService:
         if "stale_reads" not in self.node.cfg.unsafe:
             await self.node.read_barrier()
 
-    def _may_forward(self, ctx: CallContext) -> str | None:
+    async def _may_forward(self, ctx: CallContext) -> str | None:
         """The leader's client address if this call should go there, else None (the
-        caller then runs it here, and a follower raises NotLeader)."""
+        caller then runs it here, and a follower raises NotLeader).  Just after an election
+        the new leader's client address reaches the followers through the log a moment
+        later: a follower waits for it up to an election timeout rather than answer
+        NotLeader (etcd clients do not retry a write on "leader changed")."""
         node = self.node
         if self.forwarder is None or ctx.forwarded or node.is_leader:
             return None
         node.check_serving()
-        return node.not_leader().leader_addr or None  # NoLeader: nowhere to forward to
+        addr = node.not_leader().leader_addr  # NoLeader: nowhere to forward to
+        if addr:
+            return addr
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + node.election_timeout()
+        while loop.time() < deadline and not node.is_leader:
+            await asyncio.sleep(node.cfg.tick_interval)
+            node.check_serving()
+            addr = node.not_leader().leader_addr if not node.is_leader else ""
+            if addr:
+                return addr
+        return None
 
     async def _on_leader(
         self,
@@ -206,7 +221,7 @@ class ApiService:
         that steps down during ``local`` raises NotLeader, and the call is forwarded to the
         new leader once (a write that raced the step-down was not applied: NotLeader is
         raised before anything enters the log)."""
-        addr = self._may_forward(ctx)
+        addr = await self._may_forward(ctx)
         if addr is None:
             try:
                 return await local()

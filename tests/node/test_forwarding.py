@@ -184,3 +184,29 @@ async def test_a_forwarded_call_is_not_forwarded_again(tmp_path: Path) -> None:
         with pytest.raises(NotLeader):
             await svc.lease_keep_alive(LeaseKeepAliveRequest(1), CallContext(forwarded=True))
         assert svc.forwarded == 0
+
+
+async def test_a_follower_waits_for_the_leaders_address_instead_of_refusing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after start-up the leader's client address reaches a follower through the log
+    a moment later; a write arriving in between is forwarded once it is known."""
+    async with LocalCluster(3, tmp_path) as cluster:
+        leader = await cluster.wait_leader()
+        follower = _follower(cluster, leader)
+        await _knows_leader_addr(follower, leader)
+        assert follower.node is not None and follower.server is not None
+        real = follower.node.not_leader
+        unknown = [3]
+
+        def not_leader() -> NotLeader:
+            err = real()
+            if unknown[0] > 0:
+                unknown[0] -= 1
+                return NotLeader(err.leader_hint, "")  # not published yet
+            return err
+
+        monkeypatch.setattr(follower.node, "not_leader", not_leader)
+        r = await follower.server.service.put(PutRequest(b"early", b"v"), CallContext(5, 1))
+        assert unknown[0] == 0 and r.header.member_id == follower.node.id
+        assert follower.server.service.forwarded == 1
