@@ -610,6 +610,12 @@ class Node:
     def member_list(self) -> list[dict[str, Any]]:
         return self.membership.member_list(self.conf_state)
 
+    async def defragment(self) -> tuple[int, int]:
+        """Give the store's free pages back to the file system, while serving
+        (SQLiteStorage.defragment): the database's bytes before and after."""
+        self.check_serving()
+        return await self.storage.defragment()
+
     def db_size(self) -> int:
         return serving.db_size(self.cfg.data_dir)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.api import PutRequest, RangeRequest
+from raftkv.api import CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest
 from raftkv.errors import InvalidArgument, MemberNotFound, NotLeader
 from raftkv.server.node import Node
 from raftkv.testing import LocalCluster, free_port
@@ -68,3 +68,42 @@ async def test_update_member_refuses_unknown_members_and_followers(tmp_path: Pat
         with pytest.raises(NotLeader):
             await follower.update_member(leader.node.id, "127.0.0.1:1")
         assert leader.node.members[leader.node.id].peer_addr == leader.peer_addr
+
+
+async def test_defragment_shrinks_the_store_and_the_member_keeps_everything(
+    tmp_path: Path,
+) -> None:
+    async with LocalCluster(3, tmp_path, snapshot_count=100, snapshot_catchup_entries=5) as cluster:
+        leader = await cluster.wait_leader()
+        assert leader.node is not None
+        blob = b"x" * 8192
+        for i in range(300):
+            await leader.node.propose(PutRequest(b"big%03d" % i, blob))
+        await leader.node.propose(DeleteRangeRequest(b"big", b"bih"))
+        for i in range(150):  # small writes: the next snapshot lies past the big ones
+            await leader.node.propose(PutRequest(b"keep%d" % (i % 10), b"v%d" % i))
+        r = await leader.node.propose(CompactionRequest(leader.node.fsm.revision))
+        assert r.error is None
+        await cluster.wait_converged()
+        target = next(m for m in cluster.members.values() if m is not leader)
+        node = target.node
+        assert node is not None
+        # The log rows of the big values are gone once a snapshot compacted the log.
+        await _until(lambda: node.storage.first_index() > 310)
+
+        before, after = await node.defragment()
+        assert before == node.storage.file_bytes() + (before - after)
+        assert after < before / 2, (before, after)
+
+        # Still serving: a write replicates to it and it answers a linearizable read.
+        await leader.node.propose(PutRequest(b"after", b"defrag"))
+        await node.read_barrier()
+        assert node.fsm.range(RangeRequest(b"after")).kvs[0].value == b"defrag"
+
+        await cluster.stop_member(target.name)
+        await cluster.start_member(target.name)
+        await cluster.wait_converged()
+        assert target.node is not None
+        keys = target.node.fsm.range(RangeRequest(b"\0", b"\0")).kvs
+        assert [kv.key for kv in keys] == [b"after"] + [b"keep%d" % i for i in range(10)]
+        assert len({n.fsm.hash() for n in cluster.nodes()}) == 1

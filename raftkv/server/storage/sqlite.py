@@ -151,7 +151,13 @@ class _SetMeta:
     future: asyncio.Future[None]
 
 
+@dataclass(slots=True)
+class _Defragment:
+    future: asyncio.Future[tuple[int, int]]
+
+
 _Op = _Save | _CreateSnapshot | _Compact | _SetMeta
+_Queued = _Op | _Defragment
 
 
 # --- the in-memory mirror ------------------------------------------------------------------
@@ -224,7 +230,7 @@ class SQLiteStorage:
         self._db = db
         self._m = mirror
         self._meta = meta
-        self._pending: list[_Op] = []
+        self._pending: list[_Queued] = []
         self._wakeup = asyncio.Event()
         self._failed: BaseException | None = None
         self._closed = False
@@ -432,6 +438,24 @@ class SQLiteStorage:
         else:  # pragma: no cover - an aiosqlite without the internal hook
             await asyncio.to_thread(hwm.write, mark)
 
+    async def defragment(self) -> tuple[int, int]:
+        """Rewrite the database file without its free pages (SQLite ``VACUUM``, then a WAL
+        checkpoint that truncates the WAL), safely while the member runs: it is queued like
+        a write and runs between two commits.  Returns the bytes of the database and its WAL
+        before and after."""
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._enqueue_check()
+        self._push(_Defragment(fut))
+        return await fut
+
+    def file_bytes(self) -> int:
+        """The bytes of the database file and its WAL on disk."""
+        total = 0
+        for name in (DB_NAME, DB_NAME + "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += (self.data_dir / name).stat().st_size
+        return total
+
     async def save_snapshot_file(self, snap: Snapshot) -> Path:
         """Write ``snap`` to ``snap/`` atomically (temp, fsync, rename, fsync dir)."""
         path = await asyncio.to_thread(snapfile.write_file, self.snap_dir, snap)
@@ -465,7 +489,7 @@ class SQLiteStorage:
             raise StorageError("storage is closed")
         return asyncio.get_running_loop().create_future()
 
-    def _push(self, op: _Op) -> None:
+    def _push(self, op: _Queued) -> None:
         self._pending.append(op)
         self._wakeup.set()
 
@@ -477,11 +501,13 @@ class SQLiteStorage:
                 self._wakeup.clear()  # no await since the check: no wakeup can be lost
                 await self._wakeup.wait()
                 continue
-            batch, self._pending = self._pending, []
+            queued, self._pending = self._pending, []
+            batch = [op for op in queued if not isinstance(op, _Defragment)]
             try:
-                await self._commit(batch)
+                if batch:
+                    await self._commit(batch)
             except BaseException as exc:
-                self._poison(batch, exc)
+                self._poison(queued, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 return
@@ -490,8 +516,35 @@ class SQLiteStorage:
                 if not op.future.done():
                     op.future.set_result(None)
             await self._prune_snapshots(batch)
+            for d in queued:
+                if isinstance(d, _Defragment):
+                    await self._defragment(d)
 
-    def _poison(self, batch: list[_Op], exc: BaseException) -> None:
+    async def _defragment(self, op: _Defragment) -> None:
+        """VACUUM between two commits, on the database thread (so no write interleaves).  A
+        failed VACUUM (say, no room for the copy) rolls back by itself: the store stays
+        usable and only this call fails."""
+        try:
+            run_on_db = getattr(self._db, "_execute", None)
+            if run_on_db is not None:
+                result: tuple[int, int] = await run_on_db(self._vacuum_sql)
+            else:  # pragma: no cover - an aiosqlite without the internal hook
+                result = await asyncio.to_thread(self._vacuum_sql)
+        except (sqlite3.Error, OSError) as exc:
+            if not op.future.done():
+                op.future.set_exception(StorageError(f"defragment failed: {exc!r}"))
+            return
+        if not op.future.done():
+            op.future.set_result(result)
+
+    def _vacuum_sql(self) -> tuple[int, int]:
+        conn = self._db._conn
+        before = self.file_bytes()
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, self.file_bytes()
+
+    def _poison(self, batch: list[_Queued], exc: BaseException) -> None:
         log.error("storage commit failed; refusing further writes: %r", exc)
         self._failed = exc
         err = exc if isinstance(exc, StorageError) else StorageError(f"commit failed: {exc!r}")
