@@ -134,3 +134,17 @@ async def compaction_loop(node: Node) -> None:
                 log.info("auto-compacted", extra={"revision": target, "mode": mode})
             except RaftError as e:
                 log.debug("auto-compaction skipped: %s", e)
+
+
+async def wait_lease_primary(node: Node, timeout: float) -> bool:
+    """Wait, while ``node`` is leader, until its lessor has taken over the leases (the lease
+    loop promotes it once the leader's own term's entry is applied); False if that did not
+    happen within ``timeout`` seconds or leadership was lost."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    step = max(node.cfg.lease_interval / 2, 0.005)
+    while node.is_leader and not node.fsm.lessor.is_primary:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(step)
+    return node.is_leader

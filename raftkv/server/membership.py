@@ -15,8 +15,15 @@ from typing import Any
 
 import msgpack
 
-from raftkv.errors import ConfChangeRefused, CorruptionError, MemberExists, MemberNotFound
+from raftkv.errors import (
+    ConfChangeRefused,
+    CorruptionError,
+    InvalidArgument,
+    MemberExists,
+    MemberNotFound,
+)
 from raftkv.raft import NONE, ConfChange, ConfChangeType, ConfState
+from raftkv.server.apply import ENTRY_MEMBER
 from raftkv.server.config import NodeConfig
 from raftkv.server.storage.sqlite import SQLiteStorage
 from raftkv.state.fsm import KVStateMachine
@@ -24,6 +31,25 @@ from raftkv.state.fsm import KVStateMachine
 log = logging.getLogger("raftkv.server.node")
 
 NODE_SNAPSHOT_VERSION = 1
+
+
+def peer_addr_entry(member_id: int, peer_addr: str) -> bytes:
+    """A member-attributes entry that changes a member's advertised peer address
+    (``{"id": int, "peer_addr": str}``; the client-address form is
+    :func:`raftkv.server.apply.member_entry`)."""
+    body: bytes = msgpack.packb({"id": member_id, "peer_addr": peer_addr})
+    return ENTRY_MEMBER + body
+
+
+def decode_peer_addr(body: bytes) -> tuple[int, str] | None:
+    """The (id, peer address) of a peer-address entry's body, None if it is not one."""
+    try:
+        d = msgpack.unpackb(body)
+        if not isinstance(d, dict) or "client_addr" in d:
+            return None
+        return int(d["id"]), str(d["peer_addr"])
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+        return None
 
 
 @dataclass(slots=True)
@@ -102,16 +128,29 @@ class Membership:
             self.members[nid].is_learner = False
         log.info("membership changed", extra={"change": cc.type.name, "member": f"{nid:x}"})
 
-    def apply_attrs(self, attrs: tuple[int, str] | None) -> None:
-        """A member-attributes entry: (id, client address), None if it was malformed."""
+    def apply_attrs(self, attrs: tuple[int, str] | None, body: bytes = b"") -> bool:
+        """A member-attributes entry: ``attrs`` is its (id, client address) as the apply step
+        decoded it, None if it carries none; ``body`` is the entry's envelope body, read for a
+        peer-address update (:func:`peer_addr_entry`).  True if a member's peer address
+        changed (the transport must follow)."""
         if attrs is None:
-            log.warning("ignored a malformed member-attributes entry")
-            return
+            update = decode_peer_addr(body)
+            if update is None:
+                log.warning("ignored a malformed member-attributes entry")
+                return False
+            nid, peer = update
+            m = self.members.get(nid)
+            if m is None or m.peer_addr == peer:
+                return False
+            m.peer_addr = peer
+            log.info("member peer address changed", extra={"member": f"{nid:x}", "peer": peer})
+            return True
         nid, addr = attrs
         if nid in self.members:
             self.members[nid].client_addr = addr
         if nid == self.id and addr == self.client_addr:
             self.published = True
+        return False
 
     def wanted_peers(self) -> dict[int, str]:
         """The peers the transport should know: the applied membership, plus, until that
@@ -145,6 +184,18 @@ class Membership:
         ctx = msgpack.packb({"name": name, "peer_addr": peer_addr, "client_addr": client_addr})
         cc_type = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
         return ConfChange(cc_type, nid, ctx)
+
+    def update_payload(self, nid: int, peer_addr: str, conf: ConfState) -> bytes:
+        """The entry that changes member ``nid``'s peer address (checked here)."""
+        from raftkv.protocol.methods import split_addr
+
+        if nid not in self.members and nid not in conf.all_ids():
+            raise MemberNotFound(f"member {nid:x} not found")
+        try:
+            split_addr(peer_addr)
+        except ValueError as e:
+            raise InvalidArgument(f"bad peer address {peer_addr!r}: {e}") from None
+        return peer_addr_entry(nid, peer_addr)
 
     def remove_change(self, nid: int, conf: ConfState) -> ConfChange:
         if nid not in conf.all_ids():

@@ -1,4 +1,4 @@
-"""The asyncio node driver: ticks, the Ready loop, proposals, linearizable reads, membership.
+"""The asyncio node driver: the hub that wires a member together and runs the Ready loop.
 
 A :class:`Node` owns one Raft core (:class:`~raftkv.raft.RawNode`), its durable storage
 (:class:`~raftkv.server.storage.sqlite.SQLiteStorage`), a peer transport and the replicated state
@@ -14,15 +14,18 @@ machine (:class:`~raftkv.state.fsm.KVStateMachine`).  One task runs the Ready lo
 4. ``advance``.
 
 The rest of a member lives beside it: settings (:mod:`~raftkv.server.config`), the member
-table and snapshot format (:mod:`~raftkv.server.membership`), snapshot policy
-(:mod:`~raftkv.server.snapshots`), background duties (:mod:`~raftkv.server.duties`),
-waiters (:mod:`~raftkv.server.waiters`), health and status (:mod:`~raftkv.server.serving`).
+table and snapshot format (:mod:`~raftkv.server.membership`), membership and leadership
+changes (:mod:`~raftkv.server.changes`), peer messages and ticks
+(:mod:`~raftkv.server.inputs`), snapshot policy (:mod:`~raftkv.server.snapshots`),
+background duties (:mod:`~raftkv.server.duties`), waiters (:mod:`~raftkv.server.waiters`),
+health and status (:mod:`~raftkv.server.serving`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -32,30 +35,24 @@ from typing import Any, TypeVar
 from raftkv.api import CLIENT_WRITES, Command, Request
 from raftkv.errors import (
     InvalidArgument,
-    MemberNotFound,
     NoLeader,
     NotLeader,
     ProposalDropped,
-    RaftError,
-    RaftKVError,
     StorageError,
     Timeout,
 )
 from raftkv.protocol import codec
 from raftkv.raft import (
     NONE,
-    ConfChange,
     Entry,
     LogLost,
     Message,
-    MessageType,
     RawNode,
     Ready,
     StateRole,
 )
-from raftkv.server import duties, serving
+from raftkv.server import changes, duties, inputs, serving
 from raftkv.server.apply import (
-    ENTRY_MEMBER,
     Applier,
     EntryKind,
     Proposals,
@@ -85,6 +82,7 @@ from raftkv.state.fsm import ApplyResult, KVStateMachine
 
 log = logging.getLogger("raftkv.server.node")
 
+# What callers imported from here before the node was split into its modules:
 __all__ = [
     "HEALTH_MAX_APPLY_LAG",
     "UNSAFE_SWITCHES",
@@ -96,8 +94,6 @@ __all__ = [
     "fsm_with_limits",
     "tcp_transport_factory",
 ]
-"""Besides :class:`Node`, what callers imported from here before the node was split into
-config, peers, membership, snapshots and duties modules."""
 
 
 _P = TypeVar("_P")
@@ -185,21 +181,21 @@ class Node:
                 cid,
                 cfg.peer_addr,
                 node.membership.wanted_peers(),
-                node._on_message,
-                node._on_unreachable,
+                functools.partial(inputs.on_message, node),
+                functools.partial(inputs.on_unreachable, node),
             )
             if isinstance(node.transport, TcpTransport):
                 node.transport.inner.max_inbound = cfg.max_peer_connections
                 node.transport.inner.handshake_timeout = cfg.peer_handshake_timeout
             await node.transport.start()
             if storage.loss is not None:
-                node._stop_serving(storage.loss)
+                node.stop_serving(storage.loss)
         except BaseException:
             await storage.close()
             raise
         node._tasks += [
             asyncio.create_task(node._ready_loop(), name=f"raftkv-ready-{cfg.name}"),
-            asyncio.create_task(node._tick_loop(), name=f"raftkv-tick-{cfg.name}"),
+            asyncio.create_task(inputs.tick_loop(node), name=f"raftkv-tick-{cfg.name}"),
             asyncio.create_task(duties.publish_loop(node), name=f"raftkv-publish-{cfg.name}"),
             asyncio.create_task(duties.lease_loop(node), name=f"raftkv-lease-{cfg.name}"),
         ]
@@ -238,7 +234,7 @@ class Node:
             await self.transport.stop()
         await self.storage.close()
 
-    def _stop_serving(self, e: BaseException) -> None:
+    def stop_serving(self, e: BaseException) -> None:
         """Take this member out of service for good (until an operator acts): no votes, no
         acknowledgements, no reads of any kind.  Logs one critical line saying what to do;
         the process stays up so /health and status can tell why."""
@@ -255,13 +251,7 @@ class Node:
                 log.exception("fatal listener failed")
         if isinstance(e, LogLost):
             # Make the verdict survive a restart: the mark now covers what was acknowledged.
-            self._tasks.append(asyncio.create_task(self._mark_lost(e.to_commit)))
-
-    async def _mark_lost(self, acknowledged: int) -> None:
-        try:
-            await self.storage.mark_lost(acknowledged)
-        except (OSError, RaftKVError) as err:  # the member is out of service either way
-            log.warning("could not record the lost state in the high-water mark: %s", err)
+            self._tasks.append(asyncio.create_task(serving.mark_lost(self, e.to_commit)))
 
     def check_serving(self) -> None:
         """Raise :class:`StorageError` if this member must not answer reads, serializable
@@ -278,50 +268,6 @@ class Node:
                 fut0.set_exception(err)
         self._waiters.fail_all(err)
 
-    # --- inputs ----------------------------------------------------------------------------
-
-    def _on_message(self, m: Message) -> None:
-        if self._stopping or self.fatal is not None:
-            return
-        if m.type == MessageType.PROP:
-            # A member forwarding its attributes (duties.publish_loop): propose them if we lead.
-            if self.is_leader:
-                with contextlib.suppress(RaftError):
-                    self.rn.propose_batch(
-                        [e.data for e in m.entries if e.data.startswith(ENTRY_MEMBER)]
-                    )
-                    self._wake.set()
-            return
-        self.outbox.heard(m)
-        try:
-            self.rn.step(m)
-        except (RaftError, ValueError) as e:
-            log.debug("dropped message", extra={"reason": str(e)})
-        except LogLost as e:
-            # The leader's commit index proves we lost entries we acknowledged.
-            self._stop_serving(e)
-        self._wake.set()
-
-    def _on_unreachable(self, node_id: int) -> None:
-        if not self._stopping:
-            self.rn.report_unreachable(node_id)
-            self._wake.set()
-
-    async def _tick_loop(self) -> None:
-        interval = self.cfg.tick_interval
-        next_at = time.monotonic()
-        while not self._stopping:
-            next_at += interval
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                next_at = time.monotonic()  # we fell behind (e.g. SIGSTOP): do not burst
-            if self.fatal is not None:
-                return  # out of service: no elections, no heartbeats
-            self.rn.tick()
-            self._wake.set()
-
     # --- the Ready loop --------------------------------------------------------------------
 
     async def _ready_loop(self) -> None:
@@ -336,7 +282,7 @@ class Node:
         except Exception as e:
             # StorageError / CorruptionError: we cannot trust the disk; anything else is a
             # bug.  Either way stop participating rather than serve wrong data.
-            self._stop_serving(e)
+            self.stop_serving(e)
 
     def lease_now(self) -> float:
         """The leader-local lease clock (monotonic, plus the test-only skew)."""
@@ -449,8 +395,8 @@ class Node:
             self.conf_state = a.conf_state
             self.membership.apply_conf_change(a.conf_change)
             self._sync_transport_peers()
-        elif a.kind == EntryKind.MEMBER:
-            self.membership.apply_attrs(a.member)
+        elif a.kind == EntryKind.MEMBER and self.membership.apply_attrs(a.member, e.data[1:]):
+            self._sync_transport_peers()  # a member's peer address changed
         self.applied_index = e.index
         settled = self.proposals.settle(a)
         if settled is not None:
@@ -526,17 +472,8 @@ class Node:
         return self.cfg.election_tick * self.cfg.tick_interval
 
     async def wait_lease_primary(self, timeout: float) -> bool:
-        """Wait, while this member is leader, until its lessor has taken over the leases
-        (the lease loop promotes it once the leader's own term's entry is applied); False if
-        that did not happen within ``timeout`` seconds or leadership was lost."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        step = max(self.cfg.lease_interval / 2, 0.005)
-        while self.is_leader and not self.fsm.lessor.is_primary:
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(step)
-        return self.is_leader
+        """Wait, while leader, until the lessor holds the leases (duties.wait_lease_primary)."""
+        return await duties.wait_lease_primary(self, timeout)
 
     def not_leader(self) -> NotLeader:
         lead = self.leader_id
@@ -544,7 +481,7 @@ class Node:
             raise NoLeader("no leader elected (the cluster may have lost its quorum)")
         return NotLeader(lead, self.client_addr_of(lead))
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
         self.check_serving()
         if self._stopping:
             raise ProposalDropped("node is shutting down")
@@ -565,7 +502,7 @@ class Node:
         """Replicate a state-machine command; only on the leader (NotLeader elsewhere).
         Trusted callers only (the leader's duties); requests from a socket go through
         :meth:`propose_client`."""
-        self._check_usable()
+        self.check_usable()
         if not self.is_leader:
             raise self.not_leader()
         if len(self.proposals) >= self.cfg.max_pending_proposals:
@@ -578,14 +515,14 @@ class Node:
         # measures session time only between stamps of one term (KVStateMachine._advance_clock).
         cmd = Command(request=request, client_id=client_id, seq=seq, now=self.lease_now())
         self.stats["proposals"] += 1
-        return await self._await_entry(
+        return await self.await_entry(
             self.rn.propose,
             kv_entry(codec.encode_command(cmd)),
             timeout,
             "request timed out waiting for the entry to commit",
         )
 
-    async def _await_entry(
+    async def await_entry(
         self,
         propose: Callable[[_P], tuple[int, int]],
         what: _P,
@@ -611,7 +548,7 @@ class Node:
 
     async def read_barrier(self, timeout: float | None = None) -> int:
         """Wait until a linearizable read may be served from local state (ReadIndex)."""
-        self._check_usable()
+        self.check_usable()
         timeout = timeout or self.cfg.request_timeout
         ctx = next(self._read_ctx).to_bytes(8, "big") + self.id.to_bytes(8, "big")
         fut = self._waiters.read(ctx)
@@ -648,50 +585,36 @@ class Node:
             raise Timeout("no leader elected in time") from None
         return self.leader_id
 
-    # --- membership and leadership ---------------------------------------------------------
+    # --- membership and leadership (raftkv.server.changes) --------------------------------
 
     async def add_member(
         self, name: str, peer_addr: str, client_addr: str, learner: bool
     ) -> Member:
-        cc = self.membership.add_change(
-            name, peer_addr, client_addr, learner, self.conf_state, self.cfg.cluster_token
-        )
-        await self._conf_change(cc)
-        return self.members[cc.node_id]
+        return await changes.add_member(self, name, peer_addr, client_addr, learner)
 
     async def remove_member(self, nid: int) -> None:
-        await self._conf_change(self.membership.remove_change(nid, self.conf_state))
+        await changes.remove_member(self, nid)
 
     async def promote_member(self, nid: int) -> None:
-        await self._conf_change(self.membership.promote_change(nid, self.conf_state))
+        await changes.promote_member(self, nid)
 
-    async def _conf_change(self, cc: ConfChange) -> None:
-        self._check_usable()
-        if not self.is_leader:
-            raise self.not_leader()
-        await self._await_entry(
-            self.rn.propose_conf_change, cc, None, "membership change timed out"
-        )
+    async def update_member(self, nid: int, peer_addr: str) -> None:
+        """Change member ``nid``'s advertised peer address through the log (leader only)."""
+        await changes.update_member(self, nid, peer_addr)
 
     async def transfer_leadership(self, to: int, timeout: float | None = None) -> None:
-        self._check_usable()
-        if to not in self.conf_state.voters:
-            raise MemberNotFound(f"member {to:x} is not a voter")
-        if not self.is_leader:
-            raise self.not_leader()
-        self.rn.transfer_leadership(to)
-        self._wake.set()
-        deadline = time.monotonic() + (timeout or self.cfg.request_timeout)
-        while time.monotonic() < deadline:
-            if self.leader_id == to:
-                return
-            await asyncio.sleep(self.cfg.tick_interval / 2)
-        raise Timeout(f"leadership did not move to {to:x} in time")
+        await changes.transfer_leadership(self, to, timeout)
 
     # --- status ----------------------------------------------------------------------------
 
     def member_list(self) -> list[dict[str, Any]]:
         return self.membership.member_list(self.conf_state)
+
+    async def defragment(self) -> tuple[int, int]:
+        """Give the store's free pages back to the file system, while serving
+        (SQLiteStorage.defragment): the database's bytes before and after."""
+        self.check_serving()
+        return await self.storage.defragment()
 
     def db_size(self) -> int:
         return serving.db_size(self.cfg.data_dir)

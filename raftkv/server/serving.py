@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raftkv.errors import StorageError
+from raftkv.errors import RaftKVError, StorageError
 from raftkv.raft import NONE, LogLost
 from raftkv.server.config import HEALTH_MAX_APPLY_LAG
 from raftkv.server.storage.hwm import StorageLoss
@@ -45,6 +45,15 @@ def log_out_of_service(node: Node, e: BaseException) -> None:
         )
     else:  # a bug: make it loud
         log.critical("ready loop crashed, this member stops serving", exc_info=e)
+
+
+async def mark_lost(node: Node, acknowledged: int) -> None:
+    """Make a lost-log verdict survive a restart: raise the high-water mark over what the
+    leader proved was acknowledged (raftkv.server.storage.sqlite.SQLiteStorage.mark_lost)."""
+    try:
+        await node.storage.mark_lost(acknowledged)
+    except (OSError, RaftKVError) as err:  # the member is out of service either way
+        log.warning("could not record the lost state in the high-water mark: %s", err)
 
 
 def health(node: Node) -> tuple[bool, str]:

@@ -249,3 +249,36 @@ async def test_close_flushes_queued_saves(tmp_path: Path) -> None:
     st = await SQLiteStorage.open(tmp_path)
     assert st.last_index() == 3
     await st.close()
+
+
+async def test_defragment_runs_between_commits_and_shrinks_the_file(tmp_path: Path) -> None:
+    st = await SQLiteStorage.open(tmp_path)
+    big = [Entry(1, i, data=bytes([i % 251]) * 4096) for i in range(1, 401)]
+    await st.save(HardState(1, 0, 400), big)
+    await st.create_snapshot(400, ConfState(voters=(1,)), b"state")
+    await st.compact(400)
+    # Saves queued around the defragmentation all commit, in order, with it.
+    first, (before, after), last = await asyncio.gather(
+        st.save(HardState(1, 0, 401), ents(401, 401)),
+        st.defragment(),
+        st.save(HardState(1, 0, 402), ents(402, 402)),
+    )
+    assert first is None and last is None
+    assert after < before / 4, (before, after)
+    assert after == st.file_bytes()
+    assert st.entries(401, 403) == ents(401, 402)
+    await st.save(None, ents(403, 403))
+    await st.close()
+
+    st = await SQLiteStorage.open(tmp_path)
+    assert (st.first_index(), st.last_index()) == (401, 403)
+    assert st.entries(401, 404) == ents(401, 403)
+    assert st.hard_state == HardState(1, 0, 402)
+    await st.close()
+
+
+async def test_defragment_refused_by_a_closed_store(tmp_path: Path) -> None:
+    st = await SQLiteStorage.open(tmp_path)
+    await st.close()
+    with pytest.raises(StorageError, match="closed"):
+        await st.defragment()

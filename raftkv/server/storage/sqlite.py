@@ -42,7 +42,7 @@ from raftkv.errors import (
     StorageError,
     Unavailable,
 )
-from raftkv.raft.storage import limit_size
+from raftkv.raft.storage import LogWindow
 from raftkv.raft.types import (
     EMPTY_HARD_STATE,
     ConfState,
@@ -151,7 +151,13 @@ class _SetMeta:
     future: asyncio.Future[None]
 
 
+@dataclass(slots=True)
+class _Defragment:
+    future: asyncio.Future[tuple[int, int]]
+
+
 _Op = _Save | _CreateSnapshot | _Compact | _SetMeta
+_Queued = _Op | _Defragment
 
 
 # --- the in-memory mirror ------------------------------------------------------------------
@@ -159,49 +165,20 @@ _Op = _Save | _CreateSnapshot | _Compact | _SetMeta
 
 @dataclass(slots=True)
 class _Mirror:
-    """What is durable, readable without I/O.  ``ents[0]`` is the dummy (offset, term)."""
+    """What is durable, readable without I/O: the hard state, the latest snapshot and the log
+    window since the last compaction (:class:`~raftkv.raft.storage.LogWindow`)."""
 
     hard_state: HardState = EMPTY_HARD_STATE
     snapshot: Snapshot = field(default_factory=Snapshot)
-    # Invariant: ents[0].index <= snapshot.meta.index (we never compact past a snapshot)
-    ents: list[Entry] = field(default_factory=lambda: [Entry(0, 0)])
-
-    def last_index(self) -> int:
-        return self.ents[0].index + len(self.ents) - 1
-
-    def term(self, index: int) -> int:
-        offset = self.ents[0].index
-        if index < offset:
-            raise Compacted(offset)
-        if index - offset >= len(self.ents):
-            raise Unavailable(f"index {index} beyond last index {self.last_index()}")
-        return self.ents[index - offset].term
+    # Invariant: log.offset <= snapshot.meta.index (we never compact past a snapshot)
+    log: LogWindow = field(default_factory=LogWindow)
 
     def apply_snapshot(self, snap: Snapshot) -> bool:
         if snap.meta.index <= self.snapshot.meta.index:
             return False
         self.snapshot = snap
-        self.ents = [Entry(snap.meta.term, snap.meta.index)]
+        self.log.reset(snap.meta.index, snap.meta.term)
         return True
-
-    def append(self, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
-        first = self.ents[0].index + 1
-        if entries[-1].index < first:
-            return
-        if first > entries[0].index:
-            entries = entries[first - entries[0].index :]
-        offset = entries[0].index - self.ents[0].index
-        if offset > len(self.ents):  # validated at enqueue time: a bug if it happens
-            raise AssertionError(f"gap appending at {entries[0].index} after {self.last_index()}")
-        del self.ents[offset:]
-        self.ents.extend(entries)
-
-    def compact(self, index: int, term: int) -> None:
-        offset = self.ents[0].index
-        del self.ents[: index - offset]
-        self.ents[0] = Entry(term, index)
 
 
 class SQLiteStorage:
@@ -224,7 +201,7 @@ class SQLiteStorage:
         self._db = db
         self._m = mirror
         self._meta = meta
-        self._pending: list[_Op] = []
+        self._pending: list[_Queued] = []
         self._wakeup = asyncio.Event()
         self._failed: BaseException | None = None
         self._closed = False
@@ -233,8 +210,8 @@ class SQLiteStorage:
         """Set (instead of raised) by ``open(allow_loss=True)``: the store is behind its
         high-water mark; it can be read (status) but refuses every write."""
         # Projection of the state once everything queued is durable (for validation).
-        self._proj_last = mirror.last_index()
-        self._proj_offset = mirror.ents[0].index
+        self._proj_last = mirror.log.last_index()
+        self._proj_offset = mirror.log.offset
         self._proj_snap = mirror.snapshot.meta
         self._writer = asyncio.get_running_loop().create_task(
             self._write_loop(), name=f"raftkv-storage-writer:{data_dir}"
@@ -270,7 +247,7 @@ class SQLiteStorage:
         try:
             mirror, meta = await _load(db, root, conf_state or ConfState(), cluster_id, node_id)
             hs = mirror.hard_state
-            found = HighWater(mirror.last_index(), hs.term, hs.vote, hs.commit)
+            found = HighWater(mirror.log.last_index(), hs.term, hs.vote, hs.commit)
             hwm, loss = await asyncio.to_thread(_open_hwm, root, found)
         except BaseException:
             await db.close()
@@ -288,24 +265,16 @@ class SQLiteStorage:
         return self._m.hard_state, self._m.snapshot.meta.conf_state
 
     def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
-        ents = self._m.ents
-        offset = ents[0].index
-        if lo <= offset:
-            raise Compacted(offset)
-        if hi > self.last_index() + 1:
-            raise Unavailable(f"entries [{lo}, {hi}) beyond last index {self.last_index()}")
-        if len(ents) == 1:
-            raise Unavailable("no entries")
-        return limit_size(ents[lo - offset : hi - offset], max_size)
+        return self._m.log.entries(lo, hi, max_size)
 
     def term(self, index: int) -> int:
-        return self._m.term(index)
+        return self._m.log.term(index)
 
     def first_index(self) -> int:
-        return self._m.ents[0].index + 1
+        return self._m.log.first_index()
 
     def last_index(self) -> int:
-        return self._m.last_index()
+        return self._m.log.last_index()
 
     def snapshot(self) -> Snapshot:
         return self._m.snapshot
@@ -381,9 +350,9 @@ class SQLiteStorage:
         """Record a snapshot of the state machine at ``index`` (file + pointer in SQLite)."""
         if index <= self._proj_snap.index:
             raise SnapshotTemporarilyUnavailable(f"snapshot at {index} is out of date")
-        if index > self._m.last_index():
-            raise Unavailable(f"snapshot index {index} > last index {self._m.last_index()}")
-        snap = Snapshot(SnapshotMeta(index, self._m.term(index), conf_state), data)
+        if index > self._m.log.last_index():
+            raise Unavailable(f"snapshot index {index} > last index {self._m.log.last_index()}")
+        snap = Snapshot(SnapshotMeta(index, self._m.log.term(index), conf_state), data)
         fut = self._enqueue_check()
         self._proj_snap = snap.meta
         self._push(_CreateSnapshot(snap, fut))
@@ -398,7 +367,7 @@ class SQLiteStorage:
             raise Unavailable(
                 f"compact {index} beyond snapshot {self._proj_snap.index}: snapshot first"
             )
-        term = self._proj_snap.term if index == self._proj_snap.index else self._m.term(index)
+        term = self._proj_snap.term if index == self._proj_snap.index else self._m.log.term(index)
         fut = self._enqueue_check()
         self._proj_offset = index
         self._proj_last = max(self._proj_last, index)
@@ -417,7 +386,7 @@ class SQLiteStorage:
         so the store is refused on every later open too, and refuse every write from now on.
         A member that lost acknowledged state stays out of service until it is replaced."""
         hs = self._m.hard_state
-        found = HighWater(self._m.last_index(), hs.term, hs.vote, hs.commit)
+        found = HighWater(self._m.log.last_index(), hs.term, hs.vote, hs.commit)
         old = self._hwm.value if self._hwm is not None else found
         mark = HighWater(max(acknowledged, old.last_index), old.term, old.vote, old.commit)
         if self.loss is None:
@@ -431,6 +400,24 @@ class SQLiteStorage:
             await run_on_db(hwm.write, mark)
         else:  # pragma: no cover - an aiosqlite without the internal hook
             await asyncio.to_thread(hwm.write, mark)
+
+    async def defragment(self) -> tuple[int, int]:
+        """Rewrite the database file without its free pages (SQLite ``VACUUM``, then a WAL
+        checkpoint that truncates the WAL), safely while the member runs: it is queued like
+        a write and runs between two commits.  Returns the bytes of the database and its WAL
+        before and after."""
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._enqueue_check()
+        self._push(_Defragment(fut))
+        return await fut
+
+    def file_bytes(self) -> int:
+        """The bytes of the database file and its WAL on disk."""
+        total = 0
+        for name in (DB_NAME, DB_NAME + "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += (self.data_dir / name).stat().st_size
+        return total
 
     async def save_snapshot_file(self, snap: Snapshot) -> Path:
         """Write ``snap`` to ``snap/`` atomically (temp, fsync, rename, fsync dir)."""
@@ -465,7 +452,7 @@ class SQLiteStorage:
             raise StorageError("storage is closed")
         return asyncio.get_running_loop().create_future()
 
-    def _push(self, op: _Op) -> None:
+    def _push(self, op: _Queued) -> None:
         self._pending.append(op)
         self._wakeup.set()
 
@@ -477,11 +464,13 @@ class SQLiteStorage:
                 self._wakeup.clear()  # no await since the check: no wakeup can be lost
                 await self._wakeup.wait()
                 continue
-            batch, self._pending = self._pending, []
+            queued, self._pending = self._pending, []
+            batch = [op for op in queued if not isinstance(op, _Defragment)]
             try:
-                await self._commit(batch)
+                if batch:
+                    await self._commit(batch)
             except BaseException as exc:
-                self._poison(batch, exc)
+                self._poison(queued, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 return
@@ -490,8 +479,35 @@ class SQLiteStorage:
                 if not op.future.done():
                     op.future.set_result(None)
             await self._prune_snapshots(batch)
+            for d in queued:
+                if isinstance(d, _Defragment):
+                    await self._defragment(d)
 
-    def _poison(self, batch: list[_Op], exc: BaseException) -> None:
+    async def _defragment(self, op: _Defragment) -> None:
+        """VACUUM between two commits, on the database thread (so no write interleaves).  A
+        failed VACUUM (say, no room for the copy) rolls back by itself: the store stays
+        usable and only this call fails."""
+        try:
+            run_on_db = getattr(self._db, "_execute", None)
+            if run_on_db is not None:
+                result: tuple[int, int] = await run_on_db(self._vacuum_sql)
+            else:  # pragma: no cover - an aiosqlite without the internal hook
+                result = await asyncio.to_thread(self._vacuum_sql)
+        except (sqlite3.Error, OSError) as exc:
+            if not op.future.done():
+                op.future.set_exception(StorageError(f"defragment failed: {exc!r}"))
+            return
+        if not op.future.done():
+            op.future.set_result(result)
+
+    def _vacuum_sql(self) -> tuple[int, int]:
+        conn = self._db._conn
+        before = self.file_bytes()
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, self.file_bytes()
+
+    def _poison(self, batch: list[_Queued], exc: BaseException) -> None:
         log.error("storage commit failed; refusing further writes: %r", exc)
         self._failed = exc
         err = exc if isinstance(exc, StorageError) else StorageError(f"commit failed: {exc!r}")
@@ -670,13 +686,13 @@ class SQLiteStorage:
             if isinstance(op, _Save):
                 if op.snapshot is not None:
                     m.apply_snapshot(op.snapshot)
-                m.append(op.entries)
+                m.log.append(op.entries)
                 if op.hard_state is not None:
                     m.hard_state = op.hard_state
             elif isinstance(op, _CreateSnapshot):
                 m.snapshot = op.snapshot
             elif isinstance(op, _Compact):
-                m.compact(op.index, op.term)
+                m.log.compact(op.index, op.term)
             else:
                 self._meta.update(op.items)
 
@@ -817,20 +833,20 @@ async def _load(
                 f"snapshot file {s_file} holds ({snap.meta.index}, {snap.meta.term}), "
                 f"raft_state expects ({s_index}, {s_term})"
             )
-    mirror = _Mirror(HardState(term, vote, commit), snap, ents)
+    mirror = _Mirror(HardState(term, vote, commit), snap, LogWindow(ents))
     async with db.execute("SELECT last_idx FROM log_tail WHERE id = 0") as cur:
         tail = await cur.fetchone()
-    if tail is not None and mirror.last_index() < int(tail[0]):
+    if tail is not None and mirror.log.last_index() < int(tail[0]):
         raise CorruptionError(
             f"log truncated: entries up to {int(tail[0])} were durably written, but the log "
-            f"ends at {mirror.last_index()} (restore this member from a peer: remove it, wipe "
+            f"ends at {mirror.log.last_index()} (restore this member from a peer: remove it, wipe "
             "its data dir, add it back)"
         )
     if log_offset > s_index:
         raise CorruptionError(f"log compacted to {log_offset} past the snapshot at {s_index}")
-    if commit > mirror.last_index():
+    if commit > mirror.log.last_index():
         raise CorruptionError(
-            f"hard state commit {commit} is beyond the last log index {mirror.last_index()}: "
+            f"hard state commit {commit} is beyond the last log index {mirror.log.last_index()}: "
             "committed entries are missing"
         )
     return mirror, meta
