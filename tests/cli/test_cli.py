@@ -246,8 +246,6 @@ def test_member_update_alarm_and_defrag(fake: ThreadedFake) -> None:
     members[0].alarms.append("CORRUPT")
     assert ok(fake, "alarm", "list") == f"memberID:{members[0].id:x} alarm:CORRUPT\n"
     out = ok(fake, "defrag").splitlines()
-    assert out == [
-        f"Finished defragmenting member[{m.addr}] (8192 -> 4096 bytes)" for m in members
-    ]
+    assert out == [f"Finished defragmenting member[{m.addr}] (8192 -> 4096 bytes)" for m in members]
     first = json.loads(ok(fake, "-w", "json", "defrag").splitlines()[0])
     assert first == {"endpoint": members[0].addr, "size_before": 8192, "size_after": 4096}

@@ -220,8 +220,8 @@ async def test_maintenance_and_membership_commands(etcd: EtcdCluster) -> None:
     assert f"Leadership transferred from {lead.id:x} to {target.id:x}" in out
     assert target.is_leader
 
-    rc, _, err = await etcdctl(ep, "defrag")
-    assert rc != 0 and "Unimplemented" in err  # not supported yet
+    out = await ok(ep, "defrag")
+    assert out == f"Finished defragmenting etcd member[{ep}]\n"
 
 
 async def test_lock_runs_a_command_under_the_lock(etcd: EtcdCluster) -> None:

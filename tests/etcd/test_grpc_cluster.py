@@ -67,7 +67,7 @@ async def test_a_member_that_stops_serving_ends_its_watch_streams(etcd: EtcdClus
             rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"w"))
         )
         assert (await asyncio.wait_for(stream.read(), 10.0)).created
-        member.node._stop_serving(StorageError("injected: the disk is gone"))
+        member.node.stop_serving(StorageError("injected: the disk is gone"))
         with pytest.raises(grpc.aio.AioRpcError) as ei:
             await asyncio.wait_for(stream.read(), 10.0)
         assert ei.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -255,8 +255,15 @@ async def test_cluster_and_maintenance(etcd: EtcdCluster, follower: grpc.aio.Cha
 
     code, _ = await _code_and_message(cluster.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=0x42)))
     assert code == grpc.StatusCode.NOT_FOUND
-    code, _ = await _code_and_message(mt.Defragment(rpc_pb2.DefragmentRequest()))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
+    code, _ = await _code_and_message(
+        cluster.MemberUpdate(rpc_pb2.MemberUpdateRequest(ID=0x42, peerURLs=["http://127.0.0.1:1"]))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+    me = next(m for m in (await cluster.MemberList(rpc_pb2.MemberListRequest())).members)
+    upd = await cluster.MemberUpdate(rpc_pb2.MemberUpdateRequest(ID=me.ID, peerURLs=me.peerURLs))
+    assert [m.peerURLs for m in upd.members if m.ID == me.ID] == [me.peerURLs]
+    d = await mt.Defragment(rpc_pb2.DefragmentRequest())
+    assert d.header.member_id == st.header.member_id
 
 
 async def test_snapshot_stream_ends_with_its_sha256(follower: grpc.aio.Channel) -> None:

@@ -97,6 +97,10 @@ async def test_the_whole_api_through_one_follower(tmp_path: Path) -> None:
             assert (await c.hash_kv()).hash != 0
             info = await c.snapshot_save(tmp_path / "snap.db")
             assert info.size > 0
+            assert await c.alarm_list() == ()
+            d = await c.defragment(follower.client_addr)
+            assert d.size_before > 0 and d.size_after > 0
+            assert d.header.member_id == follower.node.id
             # membership changes, forwarded: a learner on a port that never answers
             with socket.socket() as silent:
                 silent.bind(("127.0.0.1", 0))
@@ -105,6 +109,12 @@ async def test_the_whole_api_through_one_follower(tmp_path: Path) -> None:
                 added = await c.member_add("n9", f"127.0.0.1:{port}", learner=True)
                 assert added.member.is_learner
                 assert len(await c.member_list()) == 4
+                with socket.socket() as silent2:
+                    silent2.bind(("127.0.0.1", 0))
+                    silent2.listen()
+                    moved = f"127.0.0.1:{silent2.getsockname()[1]}"
+                    after = await c.member_update(added.member.id, moved)
+                    assert {m.id: m.peer_addr for m in after}[added.member.id] == moved
                 with pytest.raises(ConfChangeRefused):
                     await c.member_promote(leader.node.id)  # already a voter: the leader says
                 await c.member_remove(added.member.id)

@@ -241,7 +241,7 @@ async def test_a_member_that_stops_serving_ends_its_watches_and_refuses_new_ones
                 if any(c.tasks for c in follower.server._conns):
                     break
                 await asyncio.sleep(0.01)
-            follower.node._stop_serving(StorageError("injected: the disk is gone"))
+            follower.node.stop_serving(StorageError("injected: the disk is gone"))
             while True:  # the member closes the watching connection: clients resume elsewhere
                 data = await asyncio.wait_for(raw.reader.read(1 << 16), 10.0)
                 if not data:

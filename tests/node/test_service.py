@@ -121,7 +121,7 @@ async def test_alarms_report_a_member_out_of_service(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument):
             await svc.alarm(AlarmRequest(AlarmAction.ACTIVATE, 0, AlarmType.NOSPACE))
         assert (await svc.alarm(AlarmRequest(AlarmAction.DEACTIVATE))).alarms == ()
-        follower.node._stop_serving(StorageError("injected: the disk is gone"))
+        follower.node.stop_serving(StorageError("injected: the disk is gone"))
         got = (await svc.alarm(AlarmRequest())).alarms
         assert [(a.member_id, a.alarm) for a in got] == [(follower.node.id, AlarmType.CORRUPT)]
         with pytest.raises(InvalidArgument, match="add it back"):

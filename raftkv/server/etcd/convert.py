@@ -239,6 +239,14 @@ def member_add_request(r: rpc_pb2.MemberAddRequest) -> api.MemberAddRequest:
     return api.MemberAddRequest(name=peer, peer_addr=peer, is_learner=r.isLearner)
 
 
+def member_update_request(r: rpc_pb2.MemberUpdateRequest) -> api.MemberUpdateRequest:
+    """raftkv keeps one peer address per member: the first URL."""
+    peer = addr(r.peerURLs[0]) if len(r.peerURLs) == 1 else ""
+    if not peer:
+        raise InvalidArgument("etcdserver: given member URLs are invalid")
+    return api.MemberUpdateRequest(r.ID, peer)
+
+
 # --- maintenance ------------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ Each handler decodes etcd's message (:mod:`raftkv.server.etcd.convert`), calls t
 and encodes the answer; a :class:`~raftkv.errors.RaftKVError` becomes etcd's status code and
 exact error string (:mod:`raftkv.server.etcd.errors`).  Followers forward inside the service,
 so any member answers everything.  Methods not listed in docs/etcd-compatibility.md answer
-``UNIMPLEMENTED`` (the Auth service, MemberUpdate, Defragment, Hash).
+``UNIMPLEMENTED`` (the Auth service, Hash).
 """
 
 from __future__ import annotations
@@ -168,6 +168,9 @@ class EtcdServer:
             "MemberPromote": u(
                 self.member_promote, rpc_pb2.MemberPromoteRequest, rpc_pb2.MemberPromoteResponse
             ),
+            "MemberUpdate": u(
+                self.member_update, rpc_pb2.MemberUpdateRequest, rpc_pb2.MemberUpdateResponse
+            ),
         }
         maintenance = {
             "Status": u(self.status, rpc_pb2.StatusRequest, rpc_pb2.StatusResponse),
@@ -176,6 +179,7 @@ class EtcdServer:
                 self.move_leader, rpc_pb2.MoveLeaderRequest, rpc_pb2.MoveLeaderResponse
             ),
             "Alarm": u(self.alarm, rpc_pb2.AlarmRequest, rpc_pb2.AlarmResponse),
+            "Defragment": u(self.defragment, rpc_pb2.DefragmentRequest, rpc_pb2.DefragmentResponse),
             "Snapshot": grpc.unary_stream_rpc_method_handler(
                 self.snapshot,
                 request_deserializer=rpc_pb2.SnapshotRequest.FromString,
@@ -357,6 +361,14 @@ class EtcdServer:
             header=convert.header(resp.header), members=self._members(resp.members)
         )
 
+    async def member_update(
+        self, r: rpc_pb2.MemberUpdateRequest, context: Any
+    ) -> rpc_pb2.MemberUpdateResponse:
+        resp = await self.service.member_update(convert.member_update_request(r), CTX)
+        return rpc_pb2.MemberUpdateResponse(
+            header=convert.header(resp.header), members=self._members(resp.members)
+        )
+
     # --- maintenance -----------------------------------------------------------------------
 
     async def status(self, r: rpc_pb2.StatusRequest, context: Any) -> rpc_pb2.StatusResponse:
@@ -374,10 +386,22 @@ class EtcdServer:
         return rpc_pb2.MoveLeaderResponse(header=convert.header(resp.header))
 
     async def alarm(self, r: rpc_pb2.AlarmRequest, context: Any) -> rpc_pb2.AlarmResponse:
-        """raftkv raises no alarms: GET lists none and DEACTIVATE has nothing to clear."""
-        if r.action == rpc_pb2.AlarmRequest.ACTIVATE:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "alarm activate is not supported")
-        return rpc_pb2.AlarmResponse(header=convert.header(self.service.header()))
+        """This member's alarms (raftkv raises CORRUPT on a member out of service, never
+        NOSPACE: it has no space quota)."""
+        req = api.AlarmRequest(api.AlarmAction(r.action), r.memberID, api.AlarmType(r.alarm))
+        resp = await self.service.alarm(req, CTX)
+        return rpc_pb2.AlarmResponse(
+            header=convert.header(resp.header),
+            alarms=[
+                rpc_pb2.AlarmMember(memberID=a.member_id, alarm=a.alarm.name) for a in resp.alarms
+            ],
+        )
+
+    async def defragment(
+        self, r: rpc_pb2.DefragmentRequest, context: Any
+    ) -> rpc_pb2.DefragmentResponse:
+        resp = await self.service.defragment(api.DefragmentRequest(), CTX)
+        return rpc_pb2.DefragmentResponse(header=convert.header(resp.header))
 
     async def snapshot(
         self, r: rpc_pb2.SnapshotRequest, context: Any
