@@ -447,41 +447,47 @@ class ApiService:
     async def member_remove(
         self, req: api.MemberRemoveRequest, ctx: CallContext = ANONYMOUS
     ) -> api.MembersResponse:
-        self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
-
-        async def local() -> api.MembersResponse:
-            await self.node.remove_member(req.id)
-            return api.MembersResponse(self.header(), self._members())
-
-        return await self._on_leader(
-            ctx, Method.MEMBER_REMOVE, lambda: codec.to_plain(req), _members_response, local
+        """Remove a member (through the log, on the leader)."""
+        return await self._change_members(
+            ctx, Method.MEMBER_REMOVE, req, lambda: self.node.remove_member(req.id)
         )
 
     async def member_promote(
         self, req: api.MemberPromoteRequest, ctx: CallContext = ANONYMOUS
     ) -> api.MembersResponse:
-        self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
-
-        async def local() -> api.MembersResponse:
-            await self.node.promote_member(req.id)
-            return api.MembersResponse(self.header(), self._members())
-
-        return await self._on_leader(
-            ctx, Method.MEMBER_PROMOTE, lambda: codec.to_plain(req), _members_response, local
+        """Make a learner a voter (through the log, on the leader)."""
+        return await self._change_members(
+            ctx, Method.MEMBER_PROMOTE, req, lambda: self.node.promote_member(req.id)
         )
 
     async def member_update(
         self, req: api.MemberUpdateRequest, ctx: CallContext = ANONYMOUS
     ) -> api.MembersResponse:
         """Change a member's advertised peer address (through the log, on the leader)."""
+        return await self._change_members(
+            ctx,
+            Method.MEMBER_UPDATE,
+            req,
+            lambda: self.node.update_member(req.id, req.peer_addr),
+        )
+
+    async def _change_members(
+        self,
+        ctx: CallContext,
+        method: Method,
+        req: object,
+        change: Callable[[], Awaitable[None]],
+    ) -> api.MembersResponse:
+        """One membership change on the leader (forwarded there from a follower); the
+        answer lists the members after it."""
         self.authorizer.check(ctx, Permission.ADMIN, b"", b"")
 
         async def local() -> api.MembersResponse:
-            await self.node.update_member(req.id, req.peer_addr)
+            await change()
             return api.MembersResponse(self.header(), self._members())
 
         return await self._on_leader(
-            ctx, Method.MEMBER_UPDATE, lambda: codec.to_plain(req), _members_response, local
+            ctx, method, lambda: codec.to_plain(req), _members_response, local
         )
 
     async def move_leader(
