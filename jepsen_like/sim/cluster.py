@@ -71,7 +71,7 @@ def initial_storage(voters: tuple[int, ...], bootstrap_snapshot: bool) -> Memory
     (index 1, term 1) holding the configuration and the app's initial state.  Without it, it
     is the bare ``MemoryStorage(ConfState(voters))``, which keeps the configuration only
     locally: a node added later and caught up by appends never learns the initial voters
-    (bug sim-2 in /work/notes/core-bugs.md, reproducible with ``--bootstrap conf``).
+    (``--bootstrap conf`` reproduces it; tests/raft/test_sim_found_new_node_config.py).
     """
     conf = ConfState(voters=voters)
     if bootstrap_snapshot:

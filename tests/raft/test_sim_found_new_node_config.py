@@ -6,8 +6,8 @@ node added later starts empty; the leader catches it up with appends from index 
 is not compacted, so no snapshot is sent), and the new node's configuration becomes just the
 conf changes it applies: ``(4,)``.  It then elects itself leader alone, in a term where the
 real cluster has another leader (Election Safety broken).  etcd avoids this by writing the
-initial members as ConfChange entries at the head of the log (``raft.Bootstrap``).  See
-/work/notes/core-bugs.md.
+initial members as ConfChange entries at the head of the log (``raft.Bootstrap``); raftkv
+starts every initial member from the same bootstrap snapshot.
 """
 
 from __future__ import annotations

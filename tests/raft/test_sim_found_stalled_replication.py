@@ -6,8 +6,8 @@ A follower in REPLICATE state whose in-flight window is full (``max_inflight_msg
 easy; any window fills under load) never receives the entries of an append that the network
 lost: heartbeat responses call ``send_append``, which is paused because the window is still
 full, and nothing else ever frees it.  etcd-io/raft frees one slot on every heartbeat response
-in that state (``pr.Inflights.FreeFirstOne()``) so the retransmission goes out.  See
-/work/notes/core-bugs.md.
+in that state (``pr.Inflights.FreeFirstOne()``) so the retransmission goes out; raftkv's
+core does the same.
 """
 
 from __future__ import annotations
