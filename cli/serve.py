@@ -59,6 +59,12 @@ def _parse_cluster_id(value: str | None) -> int | None:
     help="Cluster id to join (printed by 'raftkv member add').",
 )
 @click.option(
+    "--etcd-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve etcd's v3 gRPC API here (etcdctl and etcd client libraries work on it).",
+)
+@click.option(
     "--metrics-addr",
     default=None,
     metavar="HOST:PORT",
@@ -162,6 +168,7 @@ def serve(
     initial_cluster_state: str,
     initial_cluster_token: str,
     cluster_id: str | None,
+    etcd_listen: str | None,
     metrics_addr: str | None,
     log_format: str,
     log_level: str,
@@ -201,6 +208,8 @@ def serve(
         members = parse_initial_cluster(initial_cluster)
         split_addr(listen_client)
         split_addr(listen_peer)
+        if etcd_listen:
+            split_addr(etcd_listen)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     cfg = NodeConfig(
@@ -245,7 +254,7 @@ def serve(
         cfg.unsafe = unsafe
     _use_uvloop()
     try:
-        asyncio.run(_serve(cfg, metrics_addr, test_hooks, admission))
+        asyncio.run(_serve(cfg, metrics_addr, test_hooks, admission, etcd_listen))
     except Exception as e:  # startup failures: one clear line, non-zero exit
         click.echo(f"Error: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
@@ -259,9 +268,14 @@ def _use_uvloop() -> None:
 
 
 async def _serve(
-    cfg: object, metrics_addr: str | None, test_hooks: bool = False, admission: object = None
+    cfg: object,
+    metrics_addr: str | None,
+    test_hooks: bool = False,
+    admission: object = None,
+    etcd_addr: str | None = None,
 ) -> None:
     from raftkv.server.admission import AdmissionConfig, AdmissionControl
+    from raftkv.server.etcd.server import EtcdServer, start_etcd_server
     from raftkv.server.metrics import MetricsServer
     from raftkv.server.native import Server
     from raftkv.server.node import Node, NodeConfig, tcp_transport_factory
@@ -283,8 +297,13 @@ async def _serve(
     if cfg.unsafe:
         log.warning("UNSAFE test switches enabled: %s", ",".join(sorted(cfg.unsafe)))
     metrics: MetricsServer | None = None
+    etcd: EtcdServer | None = None
     try:
         await server.start()
+        if etcd_addr:
+            etcd = await start_etcd_server(
+                node, server.service, etcd_addr, admission=server.admission
+            )
         if metrics_addr:
             metrics = MetricsServer(node, metrics_addr)
             await metrics.start()
@@ -294,13 +313,20 @@ async def _serve(
             loop.add_signal_handler(sig, stop.set)
         log.info(
             "member ready",
-            extra={"member": cfg.name, "client": cfg.client_addr, "peer": cfg.peer_addr},
+            extra={
+                "member": cfg.name,
+                "client": cfg.client_addr,
+                "peer": cfg.peer_addr,
+                "etcd": f"{etcd.host}:{etcd.port}" if etcd is not None else "",
+            },
         )
         await stop.wait()
         log.info("shutting down")
     finally:
         if metrics is not None:
             await metrics.stop()
+        if etcd is not None:
+            await etcd.stop()
         await server.stop()
         await node.stop()
 
