@@ -83,7 +83,10 @@ Sender = Callable[[dict[str, Any]], None]
 
 
 @dataclass(eq=False)
-class Watcher:
+class HubWatch:
+    """One watch registered with the hub: its spec, where its events go, and how far it has
+    been delivered."""
+
     spec: WatchSpec
     send: Sender
     max_pending: int
@@ -115,7 +118,7 @@ class WatchHub:
         self._fsm = fsm_getter
         self.max_pending = max_pending
         self.max_watches_per_conn = max_watches_per_conn
-        self.watchers: set[Watcher] = set()
+        self.watchers: set[HubWatch] = set()
         self.cancelled_slow = 0
 
     # --- feeding ---------------------------------------------------------------------------
@@ -163,7 +166,7 @@ class WatchHub:
         start = spec.start_revision or current + 1
         if start <= fsm.compact_revision:
             raise WatchCancelled("compacted", fsm.compact_revision)
-        w = Watcher(spec, send, self.max_pending, next_rev=start, synced=False, group=group)
+        w = HubWatch(spec, send, self.max_pending, next_rev=start, synced=False, group=group)
         send({"created": True, "revision": current, "compact_revision": fsm.compact_revision})
         self.watchers.add(w)
         try:
@@ -214,7 +217,7 @@ class WatchHub:
                 return None
         return self._fsm().revision
 
-    def _catch_up(self, w: Watcher) -> None:
+    def _catch_up(self, w: HubWatch) -> None:
         """Deliver up to CATCHUP_BATCH revisions from history; mark synced when current.
 
         Runs without awaiting, so nothing is applied between reading the history and
