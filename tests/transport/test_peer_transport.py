@@ -109,7 +109,10 @@ async def raw_connect(addr: tuple[str, int]) -> tuple[asyncio.StreamReader, asyn
 
 
 async def raw_handshake(
-    addr: tuple[str, int], node_id: int = 2, cluster_id: int = CLUSTER, version: int = 1
+    addr: tuple[str, int],
+    node_id: int = 2,
+    cluster_id: int = CLUSTER,
+    version: int = wire.PROTOCOL_VERSION,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]:
     r, w = await raw_connect(addr)
     w.write(wire.encode_frame(wire.Handshake(version, cluster_id, node_id, "peer").to_wire()))

@@ -199,7 +199,9 @@ async def test_handshake_deadline_is_total_not_per_read(
     await a.t.start()
     try:
         r, w = await raw_connect(a.t.listen_addr)
-        hello = wire.encode_frame(wire.Handshake(1, 0xC0FFEE, 2, "peer").to_wire())
+        hello = wire.encode_frame(
+            wire.Handshake(wire.PROTOCOL_VERSION, 0xC0FFEE, 2, "peer").to_wire()
+        )
         loop = asyncio.get_running_loop()
         started = loop.time()
 
