@@ -132,8 +132,6 @@ class Server:
                 "max_connections must be >= 1, handshake_timeout > 0 and idle_timeout >= 0"
             )
         self.node = node
-        self.admission = admission
-        """Rate limits per connection and per node (None: off); see raftkv.server.admission."""
         self.host, self.port = split_addr(listen_addr)
         self.max_frame = max_frame
         self.max_connections = max_connections
@@ -174,6 +172,7 @@ class Server:
             self.hub,
             max_reply_bytes=max_reply_bytes,
             forwarder=self.leader_link if forward_to_leader else None,
+            admission=admission,
         )
         """What every call means (this front end only decodes and encodes)."""
         svc = self.service
@@ -204,6 +203,15 @@ class Server:
         """Seconds between progress notifications on quiet watches that asked for them."""
         node.listeners.append(self.hub.on_apply)
         node.fatal_listeners.append(self._on_fatal)
+
+    @property
+    def admission(self) -> AdmissionControl | None:
+        """Rate limits per connection and per member (None: off): the service's."""
+        return self.service.admission
+
+    @admission.setter
+    def admission(self, value: AdmissionControl | None) -> None:
+        self.service.admission = value
 
     @property
     def max_reply_bytes(self) -> int:
@@ -363,11 +371,11 @@ class Server:
             if t is not None:
                 t.cancel()
             return
-        if self.admission is not None:
+        if self.service.admission is not None:
             if conn.bucket is None:
-                conn.bucket = self.admission.conn_bucket()
+                conn.bucket = self.service.caller_bucket()
             try:
-                self.admission.admit(conn.bucket)
+                self.service.admit(conn.bucket)
             except RaftKVError as e:  # TooManyRequests: refused before any work is queued
                 end = Reply.END if method in self.stream_handlers else Reply.ERROR
                 conn.send([req_id, int(end), codec.encode_error(e)])

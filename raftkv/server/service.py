@@ -20,7 +20,8 @@ returns the response value.  Every API rule lives here, not in a front end:
 * **Authorization.**  Every call passes :meth:`Authorizer.check` first, with the key range it
   touches; the default lets everything through.
 
-Rate limiting per connection stays with the front ends (it is about connections, not calls).
+* **Admission.**  Rate limits per caller and per member (:meth:`admit`); a front end keeps
+  one bucket per connection or stream and asks before it queues any work.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from raftkv.api import (
 from raftkv.errors import InvalidArgument, NoLeader, NotLeader, RaftKVError, ReplyTooLarge
 from raftkv.protocol import codec
 from raftkv.protocol.methods import Method
+from raftkv.server.admission import AdmissionControl, TokenBucket
 from raftkv.server.membership import Member, node_snapshot
 from raftkv.server.node import Node
 from raftkv.server.watch import Sender, WatchHub, WatchSpec
@@ -141,6 +143,7 @@ class ApiService:
         max_reply_bytes: int | None = None,
         forwarder: Forwarder | None = None,
         authorizer: Authorizer | None = None,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self.node = node
         self.hub = hub
@@ -151,8 +154,23 @@ class ApiService:
         self.forwarder = forwarder
         """How a follower reaches the leader (None: it answers NotLeader instead)."""
         self.authorizer: Authorizer = authorizer or AllowAll()
+        self.admission = admission
+        """Rate limits per caller and per member (None: off); see raftkv.server.admission."""
         self.forwarded = 0
         """Calls this member forwarded to the leader."""
+
+    # --- admission -------------------------------------------------------------------------
+
+    def caller_bucket(self) -> TokenBucket | None:
+        """A rate bucket for a new caller (a connection, a stream); None when per-caller
+        limits are off.  The front end keeps it and passes it to :meth:`admit`."""
+        return self.admission.conn_bucket() if self.admission is not None else None
+
+    def admit(self, bucket: TokenBucket | None) -> None:
+        """Admission, before any work is queued: one token from the caller's bucket and one
+        from the member's, or TooManyRequests(retry_after) taking none."""
+        if self.admission is not None:
+            self.admission.admit(bucket)
 
     # --- shared rules ----------------------------------------------------------------------
 

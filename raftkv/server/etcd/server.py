@@ -87,7 +87,7 @@ class EtcdServer:
         itself, none for the others — members publish only their native client address)."""
         self.progress_interval = progress_interval
         """Seconds between progress notifications on quiet watches that asked for them."""
-        self.admission = admission
+        self.admission = admission if admission is not None else service.admission
         """Rate limits (None: off): the member's bucket, shared with the native front end when
         it is that server's ``admission``, and one bucket per gRPC connection."""
         self._buckets: OrderedDict[str, TokenBucket | None] = OrderedDict()
