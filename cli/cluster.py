@@ -5,6 +5,7 @@ Ports (all on ``--host``, default 127.0.0.1), for member ``n<i>`` (i from 1):
 * client: ``BASE + i - 1``        (2379, 2380, 2381 for the default base)
 * peer:   ``BASE + 100 + i - 1``  (2479, 2480, 2481)
 * metrics and /health: ``BASE + 200 + i - 1`` (2579, ...)
+* etcd's v3 gRPC API: ``BASE + 300 + i - 1`` (2679, ...)
 
 ``DATA_DIR/cluster.json`` records every member (name, addresses, pid, data dir, log file);
 ``DATA_DIR/NAME`` is the member's data dir and ``DATA_DIR/NAME.log`` its log.  Starting on an
@@ -45,6 +46,7 @@ class NodeInfo:
     data_dir: str
     log: str
     pid: int | None = None
+    etcd_addr: str = ""
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> NodeInfo:
@@ -56,6 +58,7 @@ class NodeInfo:
             data_dir=str(d["data_dir"]),
             log=str(d["log"]),
             pid=int(d["pid"]) if d.get("pid") else None,
+            etcd_addr=str(d.get("etcd_addr", "")),
         )
 
 
@@ -67,6 +70,7 @@ def plan(nodes: int, data_dir: Path, base_port: int, host: str) -> list[NodeInfo
             client_addr=f"{host}:{base_port + i - 1}",
             peer_addr=f"{host}:{base_port + 100 + i - 1}",
             metrics_addr=f"{host}:{base_port + 200 + i - 1}",
+            etcd_addr=f"{host}:{base_port + 300 + i - 1}",
             data_dir=str(data_dir / f"n{i}"),
             log=str(data_dir / f"n{i}.log"),
         )
@@ -136,6 +140,7 @@ def serve_command(n: NodeInfo, nodes: list[NodeInfo]) -> list[str]:
         initial,
         "--metrics-addr",
         n.metrics_addr,
+        *(["--etcd-listen", n.etcd_addr] if n.etcd_addr else []),
     ]
 
 
@@ -311,7 +316,12 @@ def _start_members(
     fresh = {n.name for n in started}
     for n in members:
         state = "started" if n.name in fresh else "already running"
-        click.echo(f"{n.name}: {state}, pid {n.pid}, client {n.client_addr}, peer {n.peer_addr}")
+        etcd = f", etcd {n.etcd_addr}" if n.etcd_addr else ""
+        click.echo(
+            f"{n.name}: {state}, pid {n.pid}, client {n.client_addr}, peer {n.peer_addr}{etcd}"
+        )
+    if any(n.etcd_addr for n in members):
+        click.echo("etcd endpoints: " + ",".join(n.etcd_addr for n in members if n.etcd_addr))
     click.echo("endpoints: " + ",".join(n.client_addr for n in members))
 
 

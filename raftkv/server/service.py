@@ -206,26 +206,29 @@ class ApiService:
 
     async def _may_forward(self, ctx: CallContext) -> str | None:
         """The leader's client address if this call should go there, else None (the
-        caller then runs it here, and a follower raises NotLeader).  Just after an election
-        the new leader's client address reaches the followers through the log a moment
-        later: a follower waits for it up to an election timeout rather than answer
-        NotLeader (etcd clients do not retry a write on "leader changed")."""
+        caller then runs it here, and a follower raises NotLeader).  During an election, and
+        just after one while the new leader's client address reaches the followers through
+        the log, a follower waits up to two election timeouts (as etcd waits for a leader)
+        rather than answer at once: etcd clients do not retry a write on "no leader" or
+        "leader changed"."""
         node = self.node
-        if self.forwarder is None or ctx.forwarded or node.is_leader:
+        if self.forwarder is None or ctx.forwarded:
             return None
-        node.check_serving()
-        addr = node.not_leader().leader_addr  # NoLeader: nowhere to forward to
-        if addr:
-            return addr
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + node.election_timeout()
-        while loop.time() < deadline and not node.is_leader:
-            await asyncio.sleep(node.cfg.tick_interval)
+        deadline = loop.time() + 2 * node.election_timeout()
+        while True:
             node.check_serving()
-            addr = node.not_leader().leader_addr if not node.is_leader else ""
-            if addr:
-                return addr
-        return None
+            if node.is_leader:
+                return None
+            try:
+                addr = node.not_leader().leader_addr
+            except NoLeader:
+                if loop.time() >= deadline:
+                    raise
+            else:
+                if addr or loop.time() >= deadline:
+                    return addr or None
+            await asyncio.sleep(node.cfg.tick_interval)
 
     async def _on_leader(
         self,

@@ -23,10 +23,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _free_base(nodes: int) -> int:
-    """A base port whose client, peer and metrics ports (see cli/cluster.py) are all free."""
+    """A base port whose client, peer, metrics and etcd ports (see cli/cluster.py) are all
+    free."""
     for _ in range(200):
         base = random.randrange(20000, 40000)
-        ports = [base + off + i for off in (0, 100, 200) for i in range(nodes)]
+        ports = [base + off + i for off in (0, 100, 200, 300) for i in range(nodes)]
         try:
             socks = []
             for p in ports:
@@ -71,6 +72,25 @@ def test_start_detached_use_restart_one_and_stop(data_dir: Path) -> None:
     doc = json.loads((data_dir / "cluster.json").read_text())
     n1 = doc["nodes"][0]
     assert n1["peer_addr"] == f"127.0.0.1:{base + 100}"
+    assert n1["etcd_addr"] == f"127.0.0.1:{base + 300}"
+    etcd_eps = ",".join(f"127.0.0.1:{base + 300 + i}" for i in range(3))
+    assert r.stdout.strip().splitlines()[-2] == "etcd endpoints: " + etcd_eps
+    if Path("/usr/bin/etcdctl").exists():  # etcd's own CLI, unchanged, on the etcd ports
+        put = subprocess.run(
+            [
+                "/usr/bin/etcdctl",
+                f"--endpoints={etcd_eps}",
+                "--command-timeout=20s",
+                "put",
+                "e",
+                "1",
+            ],
+            env={**os.environ, "ETCDCTL_API": "3"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert put.returncode == 0 and put.stdout == "OK\n", put.stderr
     assert n1["data_dir"] == str(data_dir.resolve() / "n1")
     assert (data_dir / "n1.log").exists()
     pids = _pids(data_dir)
