@@ -112,3 +112,26 @@ async def test_rate_limits_per_connection(etcd: EtcdCluster) -> None:
         assert admission.refused == 2
     finally:
         await limited.stop()
+
+
+async def test_hasleader_metadata_fails_fast_on_a_member_without_a_leader(
+    etcd: EtcdCluster,
+) -> None:
+    """clientv3's WithRequireLeader (``hasleader=true``): a member that has no leader says
+    ``etcdserver: no leader`` at once; without the metadata it still serves local reads."""
+    name = etcd.follower_name()
+    for other in [n for n in etcd.cluster.members if n != name]:
+        await etcd.cluster.stop_member(other)
+    node = etcd.cluster.members[name].node
+    assert node is not None
+    async with asyncio.timeout(20):
+        while node.leader_id != 0:  # it times out its lost leader and campaigns alone
+            await asyncio.sleep(0.05)
+    async with grpc.aio.insecure_channel(etcd.addr(name)) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        req = rpc_pb2.RangeRequest(key=b"k", serializable=True)
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await kv.Range(req, metadata=(("hasleader", "true"),), timeout=2)
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert ei.value.details() == "etcdserver: no leader"
+        assert (await kv.Range(req, timeout=5)).header.member_id == node.id

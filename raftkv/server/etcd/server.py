@@ -19,8 +19,9 @@ from typing import Any
 import grpc
 
 from raftkv import api
-from raftkv.errors import LeaseNotFound, RaftKVError
+from raftkv.errors import LeaseNotFound, NoLeader, RaftKVError
 from raftkv.protocol.methods import split_addr
+from raftkv.raft import NONE
 from raftkv.server.admission import AdmissionControl, TokenBucket
 from raftkv.server.etcd import convert
 from raftkv.server.etcd.errors import status_of
@@ -205,8 +206,12 @@ class EtcdServer:
         ]
 
     def admit(self, context: Any) -> None:
-        """Take a token for one request on ``context``'s connection (TooManyRequests if the
-        connection or the member is over its rate)."""
+        """Before a request: etcd's ``hasleader`` metadata (a client that asks for a member
+        with a leader gets ``etcdserver: no leader`` at once from one without), then a token
+        for ``context``'s connection (TooManyRequests if the connection or the member is over
+        its rate)."""
+        if self.node.leader_id == NONE and _wants_leader(context):
+            raise NoLeader("this member has no leader and the client requires one (hasleader)")
         if self.admission is None:
             return
         peer = str(context.peer())
@@ -429,6 +434,13 @@ class EtcdServer:
             remaining -= len(c)
             yield rpc_pb2.SnapshotResponse(header=h, remaining_bytes=remaining, blob=c)
         yield rpc_pb2.SnapshotResponse(header=h, remaining_bytes=0, blob=digest.digest())
+
+
+def _wants_leader(context: Any) -> bool:
+    """Whether the call carries etcd's ``hasleader=true`` metadata (clientv3's
+    ``WithRequireLeader``, which etcdctl's watch uses)."""
+    md = context.invocation_metadata() or ()
+    return any(k == "hasleader" and v == "true" for k, v in md)
 
 
 async def start_etcd_server(
