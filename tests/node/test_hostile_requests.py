@@ -153,6 +153,13 @@ async def test_read_only_txns_are_served_by_read_index_not_the_log(tmp_path: Pat
         assert leader.node is not None
         async with Client(cluster.endpoints) as c:
             await c.put(b"a", b"1")
+            # Members publish their client addresses through the log after start: wait
+            # until every one has, so only this test's requests can add entries.
+            for _ in range(500):
+                if all(n.membership.published for n in cluster.nodes()):
+                    break
+                await asyncio.sleep(0.01)
+            await cluster.wait_converged()
             before = leader.node.last_index
             is_one = Compare(b"a", CompareTarget.VALUE, CompareResult.EQUAL, b"1")
             for _ in range(20):
@@ -241,7 +248,7 @@ async def test_a_member_that_stops_serving_ends_its_watches_and_refuses_new_ones
                 if any(c.tasks for c in follower.server._conns):
                     break
                 await asyncio.sleep(0.01)
-            follower.node._stop_serving(StorageError("injected: the disk is gone"))
+            follower.node.stop_serving(StorageError("injected: the disk is gone"))
             while True:  # the member closes the watching connection: clients resume elsewhere
                 data = await asyncio.wait_for(raw.reader.read(1 << 16), 10.0)
                 if not data:
