@@ -59,6 +59,16 @@ from raftkv.server.storage.layout import (
     pack_conf,
     prepare_dirs,
 )
+from raftkv.server.storage.queue import (
+    Compact,
+    CreateSnapshot,
+    Defragment,
+    Op,
+    Queued,
+    Save,
+    SetMeta,
+    lowest_end,
+)
 
 log = logging.getLogger("raftkv.server.storage")
 
@@ -75,47 +85,6 @@ class StorageStats:
     snapshots_written: int = 0
     max_batch: int = 0
     hwm_writes: int = 0
-
-
-# --- queued write operations ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Save:
-    hard_state: HardState | None
-    entries: list[Entry]
-    snapshot: Snapshot | None
-    future: asyncio.Future[None]
-    snap_file: str = ""
-
-
-@dataclass(slots=True)
-class _CreateSnapshot:
-    snapshot: Snapshot
-    future: asyncio.Future[None]
-    snap_file: str = ""
-
-
-@dataclass(slots=True)
-class _Compact:
-    index: int
-    term: int
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _SetMeta:
-    items: dict[str, MetaValue]
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Defragment:
-    future: asyncio.Future[tuple[int, int]]
-
-
-_Op = _Save | _CreateSnapshot | _Compact | _SetMeta
-_Queued = _Op | _Defragment
 
 
 # --- the in-memory mirror ------------------------------------------------------------------
@@ -159,7 +128,7 @@ class SQLiteStorage:
         self._db = db
         self._m = mirror
         self._meta = meta
-        self._pending: list[_Queued] = []
+        self._pending: list[Queued] = []
         self._wakeup = asyncio.Event()
         self._failed: BaseException | None = None
         self._closed = False
@@ -303,7 +272,7 @@ class SQLiteStorage:
             last_after = ents[-1].index
         fut = self._enqueue_check()
         self._proj_snap, self._proj_offset, self._proj_last = snap_after, offset_after, last_after
-        self._push(_Save(hard_state, ents, snapshot, fut))
+        self._push(Save(hard_state, ents, snapshot, fut))
         self.stats.saves += 1
         await fut
 
@@ -316,7 +285,7 @@ class SQLiteStorage:
         snap = Snapshot(SnapshotMeta(index, self._m.log.term(index), conf_state), data)
         fut = self._enqueue_check()
         self._proj_snap = snap.meta
-        self._push(_CreateSnapshot(snap, fut))
+        self._push(CreateSnapshot(snap, fut))
         await fut
         return snap
 
@@ -332,13 +301,13 @@ class SQLiteStorage:
         fut = self._enqueue_check()
         self._proj_offset = index
         self._proj_last = max(self._proj_last, index)
-        self._push(_Compact(index, term, fut))
+        self._push(Compact(index, term, fut))
         await fut
 
     async def set_meta(self, **items: MetaValue) -> None:
         """Durably store small key/values (``applied_index`` hint, ...)."""
         fut = self._enqueue_check()
-        self._push(_SetMeta(dict(items), fut))
+        self._push(SetMeta(dict(items), fut))
         await fut
 
     async def mark_lost(self, acknowledged: int) -> None:
@@ -369,7 +338,7 @@ class SQLiteStorage:
         before and after."""
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._enqueue_check()
-        self._push(_Defragment(fut))
+        self._push(Defragment(fut))
         return await fut
 
     def file_bytes(self) -> int:
@@ -413,7 +382,7 @@ class SQLiteStorage:
             raise StorageError("storage is closed")
         return asyncio.get_running_loop().create_future()
 
-    def _push(self, op: _Queued) -> None:
+    def _push(self, op: Queued) -> None:
         self._pending.append(op)
         self._wakeup.set()
 
@@ -426,7 +395,7 @@ class SQLiteStorage:
                 await self._wakeup.wait()
                 continue
             queued, self._pending = self._pending, []
-            batch = [op for op in queued if not isinstance(op, _Defragment)]
+            batch = [op for op in queued if not isinstance(op, Defragment)]
             try:
                 if batch:
                     await self._commit(batch)
@@ -441,10 +410,10 @@ class SQLiteStorage:
                     op.future.set_result(None)
             await self._prune_snapshots(batch)
             for d in queued:
-                if isinstance(d, _Defragment):
+                if isinstance(d, Defragment):
                     await self._defragment(d)
 
-    async def _defragment(self, op: _Defragment) -> None:
+    async def _defragment(self, op: Defragment) -> None:
         """VACUUM between two commits, on the database thread (so no write interleaves).  A
         failed VACUUM (say, no room for the copy) rolls back by itself: the store stays
         usable and only this call fails."""
@@ -468,7 +437,7 @@ class SQLiteStorage:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return before, self.file_bytes()
 
-    def _poison(self, batch: list[_Queued], exc: BaseException) -> None:
+    def _poison(self, batch: list[Queued], exc: BaseException) -> None:
         log.error("storage commit failed; refusing further writes: %r", exc)
         self._failed = exc
         err = exc if isinstance(exc, StorageError) else StorageError(f"commit failed: {exc!r}")
@@ -477,23 +446,23 @@ class SQLiteStorage:
                 op.future.set_exception(err)
         self._pending = []
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[Op]) -> None:
         # 1. snapshot files first: the row that points at a file must never precede it.
         # A follower's snapshot older than the one we hold is ignored (as in MemoryStorage).
         newest = self._m.snapshot.meta.index
         for op in batch:
-            snap = op.snapshot if isinstance(op, _CreateSnapshot | _Save) else None
+            snap = op.snapshot if isinstance(op, CreateSnapshot | Save) else None
             if snap is not None and snap.meta.index > newest:
-                assert not isinstance(op, _Compact | _SetMeta)
+                assert not isinstance(op, Compact | SetMeta)
                 op.snap_file = (await self.save_snapshot_file(snap)).name
                 newest = snap.meta.index
-                if isinstance(op, _Save):
+                if isinstance(op, Save):
                     # A leader's snapshot being installed: its file is durable, the row that
                     # makes it the member's state is not yet written.
                     failpoints.hit("snapshot_install")
         # 2. one transaction for the whole batch, run start to finish on the database's own
         # thread in a single hop (not one event-loop round trip per statement).
-        low = _lowest_end(batch)
+        low = lowest_end(batch)
         run_on_db = getattr(self._db, "_execute", None)
         if run_on_db is not None:
             await run_on_db(self._commit_sql, batch, low)
@@ -504,13 +473,13 @@ class SQLiteStorage:
         self.stats.transactions += 1
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
 
-    def _commit_sql(self, batch: list[_Op], low: int | None) -> None:
+    def _commit_sql(self, batch: list[Op], low: int | None) -> None:
         """The SQL of one batch, in one transaction; runs on the database thread."""
         conn = self._db._conn
         self._commit_sql_checked(conn, batch, low)
 
     def _commit_sql_checked(
-        self, conn: sqlite3.Connection, batch: list[_Op], low: int | None
+        self, conn: sqlite3.Connection, batch: list[Op], low: int | None
     ) -> None:
         """One transaction, bracketed by the high-water mark: lowered first if the batch may
         shorten the log below it, raised after COMMIT to what the transaction left (so the
@@ -528,18 +497,18 @@ class SQLiteStorage:
             i = 0
             while i < len(batch):
                 op = batch[i]
-                if isinstance(op, _Save):
+                if isinstance(op, Save):
                     j = i
-                    while j < len(batch) and isinstance(batch[j], _Save):
+                    while j < len(batch) and isinstance(batch[j], Save):
                         j += 1
-                    group = [o for o in batch[i:j] if isinstance(o, _Save)]
+                    group = [o for o in batch[i:j] if isinstance(o, Save)]
                     snap_index = self._write_saves(conn, group, snap_index)
                     i = j
                     continue
-                if isinstance(op, _CreateSnapshot):
+                if isinstance(op, CreateSnapshot):
                     self._write_snapshot_row(conn, op.snapshot.meta, op.snap_file)
                     snap_index = op.snapshot.meta.index
-                elif isinstance(op, _Compact):
+                elif isinstance(op, Compact):
                     conn.execute("DELETE FROM entries WHERE idx <= ?", (op.index,))
                     conn.execute(
                         "UPDATE raft_state SET log_offset = ?, log_term = ? WHERE id = 0",
@@ -580,9 +549,9 @@ class SQLiteStorage:
                 hwm.write(after)
                 self.stats.hwm_writes += 1
 
-    def _write_saves(self, conn: sqlite3.Connection, group: list[_Save], snap_index: int) -> int:
+    def _write_saves(self, conn: sqlite3.Connection, group: list[Save], snap_index: int) -> int:
         """Write consecutive saves as their net effect: one DELETE, one INSERT batch."""
-        wipe: _Save | None = None
+        wipe: Save | None = None
         run: list[Entry] = []
         lo: int | None = None
         hs: HardState | None = None
@@ -640,49 +609,27 @@ class SQLiteStorage:
             (meta.index, meta.term, pack_conf(meta.conf_state), file),
         )
 
-    def _apply(self, batch: list[_Op]) -> None:
+    def _apply(self, batch: list[Op]) -> None:
         """Make a committed batch visible to the core, in queue order."""
         m = self._m
         for op in batch:
-            if isinstance(op, _Save):
+            if isinstance(op, Save):
                 if op.snapshot is not None:
                     m.apply_snapshot(op.snapshot)
                 m.log.append(op.entries)
                 if op.hard_state is not None:
                     m.hard_state = op.hard_state
-            elif isinstance(op, _CreateSnapshot):
+            elif isinstance(op, CreateSnapshot):
                 m.snapshot = op.snapshot
-            elif isinstance(op, _Compact):
+            elif isinstance(op, Compact):
                 m.log.compact(op.index, op.term)
             else:
                 self._meta.update(op.items)
 
-    async def _prune_snapshots(self, batch: list[_Op]) -> None:
-        if any(isinstance(op, _CreateSnapshot | _Save) and op.snap_file for op in batch):
+    async def _prune_snapshots(self, batch: list[Op]) -> None:
+        if any(isinstance(op, CreateSnapshot | Save) and op.snap_file for op in batch):
             current = snapfile.file_name(self._m.snapshot.meta.index, self._m.snapshot.meta.term)
             try:
                 await asyncio.to_thread(snapfile.prune, self.snap_dir, self.keep_snapshots, current)
             except OSError as exc:  # retention is best effort; the data is already safe
                 log.warning("could not prune old snapshots: %r", exc)
-
-
-# --- open helpers ----------------------------------------------------------------------------
-
-
-def _lowest_end(batch: list[_Op]) -> int | None:
-    """The lowest the log end may drop to while ``batch`` commits (None: it cannot drop).
-
-    Only a save can shorten the log: entries that replace a suffix, or a leader's snapshot
-    that replaces the whole log.  Conservative: a snapshot that turns out stale counts too.
-    """
-    low: int | None = None
-    for op in batch:
-        if not isinstance(op, _Save):
-            continue
-        if op.snapshot is not None:
-            i = op.snapshot.meta.index
-            low = i if low is None else min(low, i)
-        if op.entries:
-            i = op.entries[0].index - 1
-            low = i if low is None else min(low, i)
-    return low
