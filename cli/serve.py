@@ -193,6 +193,7 @@ def serve(
     from raftkv.api import Limits
     from raftkv.protocol.methods import parse_initial_cluster, split_addr
     from raftkv.server.admission import AdmissionConfig
+    from raftkv.server.config import ClusterState, CompactionMode, TestSwitches
     from raftkv.server.metrics import setup_logging
     from raftkv.server.node import NodeConfig, fsm_with_limits
 
@@ -218,7 +219,7 @@ def serve(
         client_addr=listen_client,
         peer_addr=listen_peer,
         initial_cluster=members,
-        initial_cluster_state=initial_cluster_state,
+        initial_cluster_state=ClusterState(initial_cluster_state),
         cluster_token=initial_cluster_token,
         cluster_id=_parse_cluster_id(cluster_id),
         tick_interval=tick_ms / 1000,
@@ -229,7 +230,7 @@ def serve(
         max_reply_bytes=max_reply_bytes,
         max_client_connections=max_client_connections,
         client_idle_timeout=client_idle_timeout,
-        auto_compaction_mode=auto_compaction_mode,
+        auto_compaction_mode=CompactionMode(auto_compaction_mode),
         auto_compaction_retention=auto_compaction_retention,
         fsm_factory=fsm_with_limits(
             Limits(
@@ -251,7 +252,11 @@ def serve(
             raise click.UsageError(
                 f"RAFTKV_UNSAFE needs RAFTKV_TEST_HOOKS=1 and names from {sorted(UNSAFE_SWITCHES)}"
             )
-        cfg.unsafe = unsafe
+        cfg.test = TestSwitches(unsafe=unsafe)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     _use_uvloop()
     try:
         asyncio.run(_serve(cfg, metrics_addr, test_hooks, admission, etcd_listen))

@@ -1,7 +1,8 @@
 """Run a real raftkv cluster inside your own process, for your application's tests.
 
 Every member is a real :class:`~raftkv.server.node.Node` with SQLite storage (fsynced), the TCP peer
-transport and the client server, bound to 127.0.0.1 on free ports::
+transport (or, with ``network=MemoryNetwork()``, an in-process one whose links a test can
+cut) and the client server, bound to 127.0.0.1 on free ports::
 
     from raftkv.testing import LocalCluster
 
@@ -30,8 +31,10 @@ from typing import Any
 
 from raftkv.errors import ConfChangeRefused, Timeout
 from raftkv.raft import NONE
+from raftkv.server.config import ClusterState
 from raftkv.server.native import Server
 from raftkv.server.node import Node, NodeConfig, tcp_transport_factory
+from raftkv.server.peers import MemoryNetwork
 
 _PORT_RNG = random.Random()
 
@@ -89,9 +92,13 @@ class LocalCluster:
         tick_interval: float = 0.05,
         election_tick: int = 10,
         snapshot_count: int = 10_000,
+        network: MemoryNetwork | None = None,
         **node_options: Any,
     ) -> None:
         self.root = Path(data_dir)
+        self.network = network
+        """When given, members talk to each other through it instead of TCP (clients still
+        connect over TCP)."""
         self.tick_interval = tick_interval
         self.election_tick = election_tick
         self.snapshot_count = snapshot_count
@@ -118,7 +125,7 @@ class LocalCluster:
             client_addr=m.client_addr,
             peer_addr=m.peer_addr,
             initial_cluster=initial,
-            initial_cluster_state=state,
+            initial_cluster_state=ClusterState(state),
             tick_interval=self.tick_interval,
             election_tick=self.election_tick,
             snapshot_count=self.snapshot_count,
@@ -137,10 +144,19 @@ class LocalCluster:
             return m
         cfg = self._config(m, state, initial or self.initial_cluster)
         cfg.cluster_id = cluster_id or m.options.get("cluster_id")
-        m.node = await Node.start(cfg, tcp_transport_factory)
+        factory = self.network.factory if self.network is not None else tcp_transport_factory
+        m.node = await Node.start(cfg, factory)
         m.server = Server(m.node, m.client_addr)
         await m.server.start()
         return m
+
+    def isolate(self, name: str) -> None:
+        """Cut ``name`` off from every other member (only with a ``network``)."""
+        assert self.network is not None, "isolate needs LocalCluster(..., network=MemoryNetwork())"
+        m = self.members[name]
+        assert m.node is not None
+        others = [x.node.id for x in self.members.values() if x.node is not None]
+        self.network.isolate(m.node.id, others)
 
     async def stop_member(self, name: str) -> None:
         m = self.members[name]

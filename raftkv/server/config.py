@@ -1,14 +1,17 @@
-"""A member's settings: :class:`NodeConfig`, the test-only unsafe switches, the state machine
+"""A member's settings: :class:`NodeConfig` (checked by :meth:`NodeConfig.validate`), its
+fixed modes, the test-only switches kept apart (:class:`TestSwitches`), the state machine
 factory."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from raftkv.api import DEFAULT_LIMITS, Limits
 from raftkv.protocol.methods import MAX_REPLY_BYTES
@@ -28,6 +31,36 @@ HEALTH_MAX_APPLY_LAG = 5_000
 """Committed entries not yet applied beyond which /health reports the member unhealthy."""
 
 
+class ClusterState(StrEnum):
+    """``--initial-cluster-state``: found a new cluster, or join an existing one."""
+
+    NEW = "new"
+    EXISTING = "existing"
+
+
+class CompactionMode(StrEnum):
+    """``--auto-compaction-mode`` (see :func:`raftkv.server.duties.compaction_loop`)."""
+
+    OFF = "off"
+    PERIODIC = "periodic"
+    REVISION = "revision"
+
+
+@dataclass(frozen=True, slots=True)
+class TestSwitches:
+    """Settings only tests set, kept apart from the production ones (``NodeConfig.test``)."""
+
+    __test__ = False  # not a pytest test class
+
+    mutations: frozenset[str] = frozenset()
+    """Raft core mutations (raftkv.raft.config.MUTATIONS), to prove the checks can fail."""
+    unsafe: frozenset[str] = frozenset()
+    """Unsafe server switches (UNSAFE_SWITCHES) that jepsen_like must catch; from the CLI only
+    through ``RAFTKV_UNSAFE`` with ``RAFTKV_TEST_HOOKS=1``."""
+    rng_seed: int | None = None
+    """Seed of the core's election-timeout randomness (None: from os.urandom)."""
+
+
 @dataclass(slots=True)
 class NodeConfig:
     name: str
@@ -36,7 +69,7 @@ class NodeConfig:
     peer_addr: str
     initial_cluster: dict[str, str]
     """name -> peer address of the initial members (for ``existing``: the current ones)."""
-    initial_cluster_state: str = "new"
+    initial_cluster_state: ClusterState = ClusterState.NEW
     cluster_token: str = "raftkv"
     cluster_id: int | None = None
     """Required when joining an existing cluster (``member add`` prints it); a new cluster
@@ -56,18 +89,13 @@ class NodeConfig:
     request_timeout: float = 5.0
     lease_interval: float = 0.25
     """How often the leader checks lease expiry and checkpoints."""
-    auto_compaction_mode: str = "off"
+    auto_compaction_mode: CompactionMode = CompactionMode.OFF
     """``periodic``: keep about ``auto_compaction_retention`` seconds of history;
     ``revision``: keep the last ``auto_compaction_retention`` revisions; ``off``."""
     auto_compaction_retention: float = 0.0
     auto_compaction_interval: float = 5.0
     """How often ``revision`` mode checks (``periodic`` samples every retention / 10)."""
     fsm_factory: Callable[[], KVStateMachine] = field(default_factory=lambda: default_fsm)
-    mutations: frozenset[str] = frozenset()
-    """Test-only Raft core mutations (raftkv.raft.config.MUTATIONS)."""
-    unsafe: frozenset[str] = frozenset()
-    """Test-only unsafe switches (UNSAFE_SWITCHES) that jepsen_like must catch."""
-    rng_seed: int | None = None
     max_reply_bytes: int = MAX_REPLY_BYTES
     """The largest range or txn reply this member builds; beyond it ReplyTooLarge."""
     max_client_connections: int = 1024
@@ -81,7 +109,108 @@ class NodeConfig:
     """Most inbound peer connections open at once (handshaking or handshaken)."""
     peer_handshake_timeout: float = 2.0
     """Seconds, in total, for a peer connection's handshake (either side)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    test: TestSwitches = field(default_factory=TestSwitches)
+    """What only tests set (core mutations, unsafe switches, the core's seed)."""
+
+    def __post_init__(self) -> None:
+        # The CLI and older callers pass the modes as strings; an unknown one is left for
+        # validate() to name.
+        with contextlib.suppress(ValueError):
+            self.initial_cluster_state = ClusterState(self.initial_cluster_state)
+        with contextlib.suppress(ValueError):
+            self.auto_compaction_mode = CompactionMode(self.auto_compaction_mode)
+
+    @property
+    def unsafe(self) -> frozenset[str]:
+        """The test-only unsafe switches (``test.unsafe``), read-only."""
+        return self.test.unsafe
+
+    def validate(self) -> None:
+        """Check every setting; raise ValueError naming the first one that is wrong."""
+        from raftkv.protocol.methods import split_addr
+        from raftkv.raft.config import MUTATIONS
+
+        def bad(setting: str, want: str) -> ValueError:
+            return ValueError(f"{setting}: {want} (got {getattr(self, setting)!r})")
+
+        if not self.name:
+            raise bad("name", "must not be empty")
+        if not str(self.data_dir):
+            raise bad("data_dir", "must not be empty")
+
+        def check_addr(addr: str) -> None:
+            if split_addr(addr)[1] > 65535:
+                raise ValueError(f"port of {addr!r} beyond 65535")
+
+        for setting in ("client_addr", "peer_addr"):
+            try:
+                check_addr(getattr(self, setting))
+            except (ValueError, TypeError, AttributeError) as e:
+                raise bad(setting, f"must be HOST:PORT ({e})") from None
+        if not self.initial_cluster:
+            raise bad("initial_cluster", "must name at least this member")
+        if self.name not in self.initial_cluster:
+            raise bad("initial_cluster", f"must include this member ({self.name})")
+        for member, addr in self.initial_cluster.items():
+            try:
+                check_addr(addr)
+            except (ValueError, TypeError, AttributeError) as e:
+                raise bad("initial_cluster", f"{member}'s peer address: {e}") from None
+        if not isinstance(self.initial_cluster_state, ClusterState):
+            raise bad("initial_cluster_state", f"must be one of {[str(c) for c in ClusterState]}")
+        if not self.cluster_token:
+            raise bad("cluster_token", "must not be empty")
+        if self.cluster_id is not None and not 0 < self.cluster_id < 1 << 64:
+            raise bad("cluster_id", "must be an unsigned 64-bit id other than 0")
+        if self.initial_cluster_state == ClusterState.EXISTING and self.cluster_id is None:
+            raise bad("cluster_id", "is required to join an existing cluster (--cluster-id)")
+        positive = (
+            "tick_interval",
+            "request_timeout",
+            "lease_interval",
+            "auto_compaction_interval",
+            "client_handshake_timeout",
+            "peer_handshake_timeout",
+        )
+        for setting in positive:
+            v = getattr(self, setting)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise bad(setting, "must be a finite number of seconds > 0")
+        for setting in ("auto_compaction_retention", "client_idle_timeout"):
+            v = getattr(self, setting)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise bad(setting, "must be a finite number >= 0")
+        at_least = {
+            "heartbeat_tick": 1,
+            "election_tick": 2,
+            "snapshot_count": 1,
+            "fork_snapshot_keys": 0,
+            "snapshot_catchup_entries": 0,
+            "max_size_per_msg": 1,
+            "max_inflight_msgs": 1,
+            "max_pending_proposals": 1,
+            "max_reply_bytes": 1,
+            "max_client_connections": 1,
+            "max_peer_connections": 1,
+        }
+        for setting, low in at_least.items():
+            v = getattr(self, setting)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise bad(setting, f"must be an integer >= {low}")
+        if self.election_tick <= self.heartbeat_tick:
+            raise bad(
+                "election_tick", f"must be greater than heartbeat_tick ({self.heartbeat_tick})"
+            )
+        if not isinstance(self.auto_compaction_mode, CompactionMode):
+            raise bad("auto_compaction_mode", f"must be one of {[str(c) for c in CompactionMode]}")
+        if not callable(self.fsm_factory):
+            raise bad("fsm_factory", "must be callable")
+        unknown = self.test.unsafe - UNSAFE_SWITCHES.keys()
+        if unknown:
+            raise ValueError(f"test.unsafe: unknown switches {sorted(unknown)}")
+        unknown = self.test.mutations - MUTATIONS.keys()
+        if unknown:
+            raise ValueError(f"test.mutations: unknown mutations {sorted(unknown)}")
 
 
 def default_fsm(limits: Limits | None = None) -> KVStateMachine:
@@ -111,7 +240,7 @@ def raft_config(cfg: NodeConfig, node_id: int, storage: LogStorage, applied: int
         max_inflight_msgs=cfg.max_inflight_msgs,
         check_quorum=True,
         pre_vote=True,
-        rng=random.Random(cfg.rng_seed if cfg.rng_seed is not None else os.urandom(8)),
-        mutations=cfg.mutations
-        | ({"no_persist_vote"} if "no_persist_vote" in cfg.unsafe else set()),
+        rng=random.Random(seed if (seed := cfg.test.rng_seed) is not None else os.urandom(8)),
+        mutations=cfg.test.mutations
+        | ({"no_persist_vote"} if "no_persist_vote" in cfg.test.unsafe else set()),
     )

@@ -13,11 +13,25 @@ from typing import TYPE_CHECKING
 from raftkv.errors import RaftError, RaftKVError
 from raftkv.raft import NONE, Entry, Message, MessageType
 from raftkv.server.apply import member_entry
+from raftkv.server.config import CompactionMode
 
 if TYPE_CHECKING:
     from raftkv.server.node import Node
 
 log = logging.getLogger("raftkv.server.node")
+
+
+def start(node: Node) -> list[asyncio.Task[None]]:
+    """Start ``node``'s duties: publishing, leases, and compaction if it is configured."""
+    name = node.cfg.name
+    tasks = [
+        asyncio.create_task(publish_loop(node), name=f"raftkv-publish-{name}"),
+        asyncio.create_task(lease_loop(node), name=f"raftkv-lease-{name}"),
+    ]
+    cfg = node.cfg
+    if cfg.auto_compaction_mode != CompactionMode.OFF and cfg.auto_compaction_retention > 0:
+        tasks.append(asyncio.create_task(compaction_loop(node), name=f"raftkv-compact-{name}"))
+    return tasks
 
 
 async def publish_loop(node: Node) -> None:
@@ -113,7 +127,11 @@ async def compaction_loop(node: Node) -> None:
 
     mode = node.cfg.auto_compaction_mode
     retention = node.cfg.auto_compaction_retention
-    interval = max(retention / 10, 0.1) if mode == "periodic" else node.cfg.auto_compaction_interval
+    interval = (
+        max(retention / 10, 0.1)
+        if mode == CompactionMode.PERIODIC
+        else node.cfg.auto_compaction_interval
+    )
     samples: list[tuple[float, int]] = []
     while not node.stopping:
         await asyncio.sleep(interval)
@@ -122,7 +140,7 @@ async def compaction_loop(node: Node) -> None:
         samples.append((now, rev))
         if not node.is_leader:
             continue
-        if mode == "revision":
+        if mode == CompactionMode.REVISION:
             target = rev - int(retention)
         else:
             old = [r for t, r in samples if now - t >= retention]

@@ -24,7 +24,7 @@ from raftkv.errors import (
 )
 from raftkv.raft import NONE, ConfChange, ConfChangeType, ConfState
 from raftkv.server.apply import ENTRY_MEMBER
-from raftkv.server.config import NodeConfig
+from raftkv.server.config import ClusterState, NodeConfig
 from raftkv.server.storage.sqlite import SQLiteStorage
 from raftkv.state.fsm import KVStateMachine
 
@@ -239,14 +239,16 @@ def identity(cfg: NodeConfig) -> Identity:
         raise ValueError(f"--initial-cluster must include this member ({cfg.name})")
     if cfg.cluster_id is not None:
         cid = cfg.cluster_id
-    elif cfg.initial_cluster_state == "new":
+    elif cfg.initial_cluster_state == ClusterState.NEW:
         cid = make_cluster_id(cfg.initial_cluster, cfg.cluster_token)
     else:
         raise ValueError("joining an existing cluster needs its cluster id (--cluster-id)")
     nid = member_id(cfg.name, cfg.cluster_token)
     ids = {member_id(n, cfg.cluster_token): n for n in cfg.initial_cluster}
     bootstrap = (
-        ConfState(voters=tuple(sorted(ids))) if cfg.initial_cluster_state == "new" else ConfState()
+        ConfState(voters=tuple(sorted(ids)))
+        if cfg.initial_cluster_state == ClusterState.NEW
+        else ConfState()
     )
     return Identity(cid, nid, ids, bootstrap)
 
@@ -273,7 +275,7 @@ async def open_store(
             for i, n in me.initial.items()
         }
         if (
-            cfg.initial_cluster_state == "new"
+            cfg.initial_cluster_state == ClusterState.NEW
             and storage.loss is None
             and storage.last_index() == 0
             and storage.snapshot().is_empty()

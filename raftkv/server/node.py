@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +50,7 @@ from raftkv.raft import (
     Ready,
     StateRole,
 )
-from raftkv.server import changes, duties, inputs, serving
+from raftkv.server import changes, duties, inputs, serving, waiters
 from raftkv.server.apply import (
     Applier,
     EntryKind,
@@ -61,6 +60,7 @@ from raftkv.server.apply import (
 from raftkv.server.config import (
     HEALTH_MAX_APPLY_LAG,
     UNSAFE_SWITCHES,
+    ClusterState,
     NodeConfig,
     fsm_with_limits,
     raft_config,
@@ -68,16 +68,15 @@ from raftkv.server.config import (
 from raftkv.server.membership import Member, Membership, identity, open_store, restore_node_snapshot
 from raftkv.server.peers import (
     Outbox,
-    TcpTransport,
     Transport,
     TransportFactory,
+    open_transport,
     sync_peers,
     tcp_transport_factory,
 )
 from raftkv.server.snapshots import Snapshotter
 from raftkv.server.storage import failpoints
 from raftkv.server.storage.sqlite import SQLiteStorage
-from raftkv.server.waiters import Waiters
 from raftkv.state.fsm import ApplyResult, KVStateMachine
 
 log = logging.getLogger("raftkv.server.node")
@@ -131,8 +130,8 @@ class Node:
         ``peak``)."""
         self.applier = Applier(fsm, self.rn.apply_conf_change, snap.meta.index)
         """The apply step (raftkv.server.apply), shared with the simulator."""
-        self._read_ctx = itertools.count(1)
-        self._waiters = Waiters()
+        self.waiters = waiters.Waiters()
+        """Reads, applied indexes and leaders being waited for (raftkv.server.waiters)."""
         self.fatal: BaseException | None = None
         self.started_at = time.monotonic()
         self.leader_changes = 0
@@ -162,6 +161,7 @@ class Node:
 
     @classmethod
     async def start(cls, cfg: NodeConfig, transport_factory: TransportFactory) -> Node:
+        cfg.validate()
         me = identity(cfg)
         cid, nid, ids, conf0 = me.cluster_id, me.node_id, me.initial, me.bootstrap
         storage, fsm, members = await open_store(cfg, me)
@@ -171,23 +171,20 @@ class Node:
             # Replaying the log publishes again if our attributes entry is after the snapshot.
             if not snap.is_empty():
                 node.membership.restore(members)
-            if cfg.initial_cluster_state != "new" and (snap.is_empty() or nid not in members):
+            if cfg.initial_cluster_state != ClusterState.NEW and (
+                snap.is_empty() or nid not in members
+            ):
                 node.membership.join_peers = {
                     i: cfg.initial_cluster[n] for i, n in ids.items() if i != nid
                 }
             node.conf_state = snap.meta.conf_state if not snap.is_empty() else conf0
-            node.transport = transport_factory(
-                nid,
-                cid,
-                cfg.peer_addr,
-                node.membership.wanted_peers(),
+            node.transport = await open_transport(
+                cfg,
+                transport_factory,
+                (nid, cid, cfg.peer_addr, node.membership.wanted_peers()),
                 functools.partial(inputs.on_message, node),
                 functools.partial(inputs.on_unreachable, node),
             )
-            if isinstance(node.transport, TcpTransport):
-                node.transport.inner.max_inbound = cfg.max_peer_connections
-                node.transport.inner.handshake_timeout = cfg.peer_handshake_timeout
-            await node.transport.start()
             if storage.loss is not None:
                 node.stop_serving(storage.loss)
         except BaseException:
@@ -196,13 +193,8 @@ class Node:
         node._tasks += [
             asyncio.create_task(node._ready_loop(), name=f"raftkv-ready-{cfg.name}"),
             asyncio.create_task(inputs.tick_loop(node), name=f"raftkv-tick-{cfg.name}"),
-            asyncio.create_task(duties.publish_loop(node), name=f"raftkv-publish-{cfg.name}"),
-            asyncio.create_task(duties.lease_loop(node), name=f"raftkv-lease-{cfg.name}"),
+            *duties.start(node),
         ]
-        if cfg.auto_compaction_mode != "off" and cfg.auto_compaction_retention > 0:
-            node._tasks.append(
-                asyncio.create_task(duties.compaction_loop(node), name=f"raftkv-compact-{cfg.name}")
-            )
         log.info(
             "node started",
             extra={
@@ -266,7 +258,7 @@ class Node:
         for fut0 in self.proposals.drain():
             if not fut0.done():
                 fut0.set_exception(err)
-        self._waiters.fail_all(err)
+        self.waiters.fail_all(err)
 
     # --- the Ready loop --------------------------------------------------------------------
 
@@ -290,7 +282,7 @@ class Node:
 
     async def _handle_ready(self, rd: Ready) -> None:
         """The Ready contract (docs/raft.md), in the order the core states it."""
-        if "ack_before_fsync" in self.cfg.unsafe:
+        if "ack_before_fsync" in self.cfg.test.unsafe:
             # UNSAFE (test only): talk, apply and acknowledge first, persist last.  A SIGKILL
             # rarely lands in this window (completed writes survive in the page cache), so
             # this switch needs crash points or power-loss simulation to be caught
@@ -344,11 +336,11 @@ class Node:
         self.stats["apply_seconds"] += took
         if self.observe_apply is not None and rd.committed_entries:
             self.observe_apply(took)
-        self._waiters.answer_reads(rd.read_states)
+        self.waiters.answer_reads(rd.read_states)
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader_id, rd.soft_state.role)
         self.rn.advance(rd)
-        self._waiters.applied(self.applied_index)
+        self.waiters.applied(self.applied_index)
 
     def _on_soft_state(self, leader: int, role: StateRole) -> None:
         # Soft state also changes on role changes alone (e.g. follower -> pre-candidate);
@@ -361,10 +353,10 @@ class Node:
                 log.info("became leader", extra={"term": self.rn.term})
         self._last_leader = leader
         if leader != NONE:
-            self._waiters.leader_known()
+            self.waiters.leader_known()
         if role != StateRole.LEADER:
             # Reads waiting on a read index we asked for as leader will never be answered.
-            self._waiters.fail_reads(NotLeader(leader, self.client_addr_of(leader)))
+            self.waiters.fail_reads(NotLeader(leader, self.client_addr_of(leader)))
 
     def _apply_snapshot(self, data: bytes, index: int) -> None:
         members = restore_node_snapshot(self.fsm, data)
@@ -509,7 +501,7 @@ class Node:
             from raftkv.errors import TooManyRequests
 
             raise TooManyRequests(retry_after=0.05)
-        if "apply_twice" in self.cfg.unsafe:
+        if "apply_twice" in self.cfg.test.unsafe:
             client_id = seq = 0  # UNSAFE (test only): no exactly-once tag, retries re-apply
         # ``now`` stamps the command with this leader's monotonic clock: the state machine
         # measures session time only between stamps of one term (KVStateMachine._advance_clock).
@@ -548,42 +540,13 @@ class Node:
 
     async def read_barrier(self, timeout: float | None = None) -> int:
         """Wait until a linearizable read may be served from local state (ReadIndex)."""
-        self.check_usable()
-        timeout = timeout or self.cfg.request_timeout
-        ctx = next(self._read_ctx).to_bytes(8, "big") + self.id.to_bytes(8, "big")
-        fut = self._waiters.read(ctx)
-        try:
-            self.rn.read_index(ctx)
-        except ProposalDropped:
-            self._waiters.forget_read(ctx)
-            raise NoLeader("no leader to confirm the read") from None
-        self._wake.set()
-        try:
-            index = await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            self._waiters.forget_read(ctx)
-            raise Timeout("linearizable read timed out (no quorum?)") from None
-        await self.wait_applied(index, timeout)
-        return index
+        return await waiters.read_barrier(self, timeout)
 
     async def wait_applied(self, index: int, timeout: float | None = None) -> None:
-        if self.applied_index >= index:
-            return
-        fut = self._waiters.until_applied(index)
-        try:
-            await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
-        except TimeoutError:
-            raise Timeout(f"timed out waiting to apply index {index}") from None
+        await waiters.wait_applied(self, index, timeout)
 
     async def wait_leader(self, timeout: float = 10.0) -> int:
-        if self.leader_id != NONE:
-            return self.leader_id
-        fut = self._waiters.until_leader()
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise Timeout("no leader elected in time") from None
-        return self.leader_id
+        return await waiters.wait_leader(self, timeout)
 
     # --- membership and leadership (raftkv.server.changes) --------------------------------
 

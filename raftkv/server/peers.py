@@ -1,14 +1,20 @@
-"""The node's side of the peer transport: what it needs (:class:`Transport`), the TCP one,
-and keeping its peer list equal to the membership."""
+"""The node's side of the peer transport: what it needs (:class:`Transport`), its two
+implementations — TCP (production) and an in-process network (:class:`MemoryNetwork`, for
+tests: real nodes, no peer sockets, links cut and healed at will) — and keeping its peer
+list equal to the membership."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from raftkv.raft import Message, MessageType
+
+if TYPE_CHECKING:
+    from raftkv.server.config import NodeConfig
 
 log = logging.getLogger("raftkv.server.node")
 
@@ -85,6 +91,132 @@ class TcpTransport:
 
     def peer_ids(self) -> list[int]:
         return list(self.inner.peers)
+
+
+class MemoryNetwork:
+    """Members of one process talking through memory instead of TCP.
+
+    A transport is known by the peer address it listens on, as with TCP: a message goes to
+    whichever transport is started at the address its recipient has in the sender's peer
+    list, on a later turn of the event loop, and only if the recipient knows the sender as a
+    peer (TCP refuses the handshake of a non-peer).  Messages to an address nobody listens
+    on, or across a cut link, are dropped and the sender hears ``on_unreachable``, as from
+    the TCP transport.
+    """
+
+    def __init__(self) -> None:
+        self.listening: dict[str, MemoryTransport] = {}
+        self.cut: set[frozenset[int]] = set()
+        """Links (pairs of member ids) that carry nothing, either way."""
+        self.delivered = 0
+
+    def factory(
+        self,
+        node_id: int,
+        cluster_id: int,
+        listen_addr: str,
+        peers: dict[int, str],
+        on_message: Callable[[Message], None],
+        on_unreachable: Callable[[int], None],
+    ) -> Transport:
+        """A :data:`TransportFactory` for ``Node.start``."""
+        return MemoryTransport(
+            self, node_id, cluster_id, listen_addr, peers, on_message, on_unreachable
+        )
+
+    def isolate(self, node_id: int, others: list[int]) -> None:
+        """Cut every link between ``node_id`` and ``others``."""
+        self.cut.update(frozenset((node_id, o)) for o in others if o != node_id)
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+
+class MemoryTransport:
+    """One member's end of a :class:`MemoryNetwork`."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        node_id: int,
+        cluster_id: int,
+        listen_addr: str,
+        peers: dict[int, str],
+        on_message: Callable[[Message], None],
+        on_unreachable: Callable[[int], None],
+    ) -> None:
+        self.network = network
+        self.id = node_id
+        self.cluster_id = cluster_id
+        self.addr = listen_addr
+        self.peers = dict(peers)
+        self._on_message = on_message
+        self._on_unreachable = on_unreachable
+        self._running = False
+
+    async def start(self) -> None:
+        if self.network.listening.get(self.addr, self) is not self:
+            raise OSError(f"address already in use: {self.addr}")
+        self.network.listening[self.addr] = self
+        self._running = True
+
+    async def stop(self) -> None:
+        self._running = False
+        if self.network.listening.get(self.addr) is self:
+            del self.network.listening[self.addr]
+
+    def send(self, messages: list[Message]) -> None:
+        if not self._running:
+            return
+        loop = asyncio.get_running_loop()
+        for m in messages:
+            addr = self.peers.get(m.to)
+            dst = self.network.listening.get(addr) if addr is not None else None
+            if (
+                dst is None
+                or dst.id != m.to
+                or dst.cluster_id != self.cluster_id
+                or frozenset((self.id, m.to)) in self.network.cut
+            ):
+                if addr is not None:
+                    loop.call_soon(self._unreachable, m.to)
+                continue
+            loop.call_soon(dst._deliver, m)
+
+    def _deliver(self, m: Message) -> None:
+        if self._running and m.frm in self.peers:
+            self.network.delivered += 1
+            self._on_message(m)
+
+    def _unreachable(self, node_id: int) -> None:
+        if self._running:
+            self._on_unreachable(node_id)
+
+    def add_peer(self, node_id: int, addr: str) -> None:
+        self.peers[node_id] = addr
+
+    def remove_peer(self, node_id: int) -> None:
+        self.peers.pop(node_id, None)
+
+    def peer_ids(self) -> list[int]:
+        return list(self.peers)
+
+
+async def open_transport(
+    cfg: NodeConfig,
+    factory: TransportFactory,
+    who: tuple[int, int, str, dict[int, str]],
+    on_message: Callable[[Message], None],
+    on_unreachable: Callable[[int], None],
+) -> Transport:
+    """Make and start a member's transport; ``who`` is (member id, cluster id, listen
+    address, peers).  The TCP one gets the member's peer-connection limits."""
+    transport = factory(*who, on_message, on_unreachable)
+    if isinstance(transport, TcpTransport):
+        transport.inner.max_inbound = cfg.max_peer_connections
+        transport.inner.handshake_timeout = cfg.peer_handshake_timeout
+    await transport.start()
+    return transport
 
 
 def sync_peers(transport: Transport, wanted: dict[int, str]) -> None:

@@ -153,6 +153,13 @@ async def test_read_only_txns_are_served_by_read_index_not_the_log(tmp_path: Pat
         assert leader.node is not None
         async with Client(cluster.endpoints) as c:
             await c.put(b"a", b"1")
+            # Members publish their client addresses through the log after start: wait
+            # until every one has, so only this test's requests can add entries.
+            for _ in range(500):
+                if all(n.membership.published for n in cluster.nodes()):
+                    break
+                await asyncio.sleep(0.01)
+            await cluster.wait_converged()
             before = leader.node.last_index
             is_one = Compare(b"a", CompareTarget.VALUE, CompareResult.EQUAL, b"1")
             for _ in range(20):

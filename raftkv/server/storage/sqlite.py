@@ -25,19 +25,14 @@ import contextlib
 import logging
 import os
 import sqlite3
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
 
 import aiosqlite
-import msgpack
 
 from raftkv.errors import (
     Compacted,
-    CorruptionError,
     SnapshotTemporarilyUnavailable,
     StorageError,
     Unavailable,
@@ -47,64 +42,37 @@ from raftkv.raft.types import (
     EMPTY_HARD_STATE,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     Snapshot,
     SnapshotMeta,
 )
 from raftkv.server.storage import failpoints, snapfile
 from raftkv.server.storage.hwm import HighWater, HighWaterMark, StorageLoss, check
+from raftkv.server.storage.layout import (
+    DB_NAME,
+    SNAP_DIR,
+    MetaValue,
+    entry_crc,
+    load,
+    open_hwm,
+    pack,
+    pack_conf,
+    prepare_dirs,
+)
+from raftkv.server.storage.queue import (
+    Compact,
+    CreateSnapshot,
+    Defragment,
+    Op,
+    Queued,
+    Save,
+    SetMeta,
+    lowest_end,
+)
 
 log = logging.getLogger("raftkv.server.storage")
 
-SCHEMA_VERSION: Final = 1
-DB_NAME: Final = "raft.db"
-SNAP_DIR: Final = "snap"
-
-MetaValue = int | str | bytes | float | bool | None
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS entries (
-    idx  INTEGER PRIMARY KEY,
-    term INTEGER NOT NULL,
-    type INTEGER NOT NULL,
-    data BLOB    NOT NULL,
-    crc  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS raft_state (
-    id         INTEGER PRIMARY KEY CHECK (id = 0),
-    term       INTEGER NOT NULL,
-    vote       INTEGER NOT NULL,
-    commit_idx INTEGER NOT NULL,
-    log_offset INTEGER NOT NULL,  -- index of the last compacted entry (the dummy)
-    log_term   INTEGER NOT NULL,  -- its term
-    snap_index INTEGER NOT NULL,
-    snap_term  INTEGER NOT NULL,
-    snap_conf  BLOB    NOT NULL,  -- msgpack [voters, learners]
-    snap_file  TEXT    NOT NULL   -- '' when there is no snapshot yet
-);
-CREATE TABLE IF NOT EXISTS log_tail (
-    id       INTEGER PRIMARY KEY CHECK (id = 0),
-    last_idx INTEGER NOT NULL     -- the last log index every committed transaction left
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value BLOB NOT NULL           -- msgpack
-);
-"""
-
-_ENTRY_HEAD = struct.Struct(">QQB")
-_ENTRY_TYPES: Final = {int(t): t for t in EntryType}
-
-
-def entry_crc(term: int, index: int, etype: int, data: bytes) -> int:
-    """CRC32 of (term, index, type, data): stored with every log row, checked on open."""
-    return zlib.crc32(data, zlib.crc32(_ENTRY_HEAD.pack(term, index, etype)))
-
-
-def _pack(v: Any) -> bytes:
-    out: bytes = msgpack.packb(v, use_bin_type=True)
-    return out
+__all__ = ["DB_NAME", "SNAP_DIR", "SQLiteStorage", "StorageStats", "entry_crc"]
 
 
 @dataclass(slots=True)
@@ -117,47 +85,6 @@ class StorageStats:
     snapshots_written: int = 0
     max_batch: int = 0
     hwm_writes: int = 0
-
-
-# --- queued write operations ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Save:
-    hard_state: HardState | None
-    entries: list[Entry]
-    snapshot: Snapshot | None
-    future: asyncio.Future[None]
-    snap_file: str = ""
-
-
-@dataclass(slots=True)
-class _CreateSnapshot:
-    snapshot: Snapshot
-    future: asyncio.Future[None]
-    snap_file: str = ""
-
-
-@dataclass(slots=True)
-class _Compact:
-    index: int
-    term: int
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _SetMeta:
-    items: dict[str, MetaValue]
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Defragment:
-    future: asyncio.Future[tuple[int, int]]
-
-
-_Op = _Save | _CreateSnapshot | _Compact | _SetMeta
-_Queued = _Op | _Defragment
 
 
 # --- the in-memory mirror ------------------------------------------------------------------
@@ -201,7 +128,7 @@ class SQLiteStorage:
         self._db = db
         self._m = mirror
         self._meta = meta
-        self._pending: list[_Queued] = []
+        self._pending: list[Queued] = []
         self._wakeup = asyncio.Event()
         self._failed: BaseException | None = None
         self._closed = False
@@ -242,13 +169,16 @@ class SQLiteStorage:
         if keep_snapshots < 1:
             raise ValueError("keep_snapshots must be >= 1")
         root = Path(data_dir)
-        await asyncio.to_thread(_prepare_dirs, root)
+        await asyncio.to_thread(prepare_dirs, root)
         db = await aiosqlite.connect(root / DB_NAME, isolation_level=None)
         try:
-            mirror, meta = await _load(db, root, conf_state or ConfState(), cluster_id, node_id)
+            hs, snap, window, meta = await load(
+                db, root, conf_state or ConfState(), cluster_id, node_id
+            )
+            mirror = _Mirror(hs, snap, window)
             hs = mirror.hard_state
             found = HighWater(mirror.log.last_index(), hs.term, hs.vote, hs.commit)
-            hwm, loss = await asyncio.to_thread(_open_hwm, root, found)
+            hwm, loss = await asyncio.to_thread(open_hwm, root, found)
         except BaseException:
             await db.close()
             raise
@@ -342,7 +272,7 @@ class SQLiteStorage:
             last_after = ents[-1].index
         fut = self._enqueue_check()
         self._proj_snap, self._proj_offset, self._proj_last = snap_after, offset_after, last_after
-        self._push(_Save(hard_state, ents, snapshot, fut))
+        self._push(Save(hard_state, ents, snapshot, fut))
         self.stats.saves += 1
         await fut
 
@@ -355,7 +285,7 @@ class SQLiteStorage:
         snap = Snapshot(SnapshotMeta(index, self._m.log.term(index), conf_state), data)
         fut = self._enqueue_check()
         self._proj_snap = snap.meta
-        self._push(_CreateSnapshot(snap, fut))
+        self._push(CreateSnapshot(snap, fut))
         await fut
         return snap
 
@@ -371,13 +301,13 @@ class SQLiteStorage:
         fut = self._enqueue_check()
         self._proj_offset = index
         self._proj_last = max(self._proj_last, index)
-        self._push(_Compact(index, term, fut))
+        self._push(Compact(index, term, fut))
         await fut
 
     async def set_meta(self, **items: MetaValue) -> None:
         """Durably store small key/values (``applied_index`` hint, ...)."""
         fut = self._enqueue_check()
-        self._push(_SetMeta(dict(items), fut))
+        self._push(SetMeta(dict(items), fut))
         await fut
 
     async def mark_lost(self, acknowledged: int) -> None:
@@ -408,7 +338,7 @@ class SQLiteStorage:
         before and after."""
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._enqueue_check()
-        self._push(_Defragment(fut))
+        self._push(Defragment(fut))
         return await fut
 
     def file_bytes(self) -> int:
@@ -452,7 +382,7 @@ class SQLiteStorage:
             raise StorageError("storage is closed")
         return asyncio.get_running_loop().create_future()
 
-    def _push(self, op: _Queued) -> None:
+    def _push(self, op: Queued) -> None:
         self._pending.append(op)
         self._wakeup.set()
 
@@ -465,7 +395,7 @@ class SQLiteStorage:
                 await self._wakeup.wait()
                 continue
             queued, self._pending = self._pending, []
-            batch = [op for op in queued if not isinstance(op, _Defragment)]
+            batch = [op for op in queued if not isinstance(op, Defragment)]
             try:
                 if batch:
                     await self._commit(batch)
@@ -480,10 +410,10 @@ class SQLiteStorage:
                     op.future.set_result(None)
             await self._prune_snapshots(batch)
             for d in queued:
-                if isinstance(d, _Defragment):
+                if isinstance(d, Defragment):
                     await self._defragment(d)
 
-    async def _defragment(self, op: _Defragment) -> None:
+    async def _defragment(self, op: Defragment) -> None:
         """VACUUM between two commits, on the database thread (so no write interleaves).  A
         failed VACUUM (say, no room for the copy) rolls back by itself: the store stays
         usable and only this call fails."""
@@ -507,7 +437,7 @@ class SQLiteStorage:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return before, self.file_bytes()
 
-    def _poison(self, batch: list[_Queued], exc: BaseException) -> None:
+    def _poison(self, batch: list[Queued], exc: BaseException) -> None:
         log.error("storage commit failed; refusing further writes: %r", exc)
         self._failed = exc
         err = exc if isinstance(exc, StorageError) else StorageError(f"commit failed: {exc!r}")
@@ -516,23 +446,23 @@ class SQLiteStorage:
                 op.future.set_exception(err)
         self._pending = []
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[Op]) -> None:
         # 1. snapshot files first: the row that points at a file must never precede it.
         # A follower's snapshot older than the one we hold is ignored (as in MemoryStorage).
         newest = self._m.snapshot.meta.index
         for op in batch:
-            snap = op.snapshot if isinstance(op, _CreateSnapshot | _Save) else None
+            snap = op.snapshot if isinstance(op, CreateSnapshot | Save) else None
             if snap is not None and snap.meta.index > newest:
-                assert not isinstance(op, _Compact | _SetMeta)
+                assert not isinstance(op, Compact | SetMeta)
                 op.snap_file = (await self.save_snapshot_file(snap)).name
                 newest = snap.meta.index
-                if isinstance(op, _Save):
+                if isinstance(op, Save):
                     # A leader's snapshot being installed: its file is durable, the row that
                     # makes it the member's state is not yet written.
                     failpoints.hit("snapshot_install")
         # 2. one transaction for the whole batch, run start to finish on the database's own
         # thread in a single hop (not one event-loop round trip per statement).
-        low = _lowest_end(batch)
+        low = lowest_end(batch)
         run_on_db = getattr(self._db, "_execute", None)
         if run_on_db is not None:
             await run_on_db(self._commit_sql, batch, low)
@@ -543,13 +473,13 @@ class SQLiteStorage:
         self.stats.transactions += 1
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
 
-    def _commit_sql(self, batch: list[_Op], low: int | None) -> None:
+    def _commit_sql(self, batch: list[Op], low: int | None) -> None:
         """The SQL of one batch, in one transaction; runs on the database thread."""
         conn = self._db._conn
         self._commit_sql_checked(conn, batch, low)
 
     def _commit_sql_checked(
-        self, conn: sqlite3.Connection, batch: list[_Op], low: int | None
+        self, conn: sqlite3.Connection, batch: list[Op], low: int | None
     ) -> None:
         """One transaction, bracketed by the high-water mark: lowered first if the batch may
         shorten the log below it, raised after COMMIT to what the transaction left (so the
@@ -567,18 +497,18 @@ class SQLiteStorage:
             i = 0
             while i < len(batch):
                 op = batch[i]
-                if isinstance(op, _Save):
+                if isinstance(op, Save):
                     j = i
-                    while j < len(batch) and isinstance(batch[j], _Save):
+                    while j < len(batch) and isinstance(batch[j], Save):
                         j += 1
-                    group = [o for o in batch[i:j] if isinstance(o, _Save)]
+                    group = [o for o in batch[i:j] if isinstance(o, Save)]
                     snap_index = self._write_saves(conn, group, snap_index)
                     i = j
                     continue
-                if isinstance(op, _CreateSnapshot):
+                if isinstance(op, CreateSnapshot):
                     self._write_snapshot_row(conn, op.snapshot.meta, op.snap_file)
                     snap_index = op.snapshot.meta.index
-                elif isinstance(op, _Compact):
+                elif isinstance(op, Compact):
                     conn.execute("DELETE FROM entries WHERE idx <= ?", (op.index,))
                     conn.execute(
                         "UPDATE raft_state SET log_offset = ?, log_term = ? WHERE id = 0",
@@ -587,7 +517,7 @@ class SQLiteStorage:
                 else:
                     conn.executemany(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                        [(k, _pack(v)) for k, v in op.items.items()],
+                        [(k, pack(v)) for k, v in op.items.items()],
                     )
                 i += 1
             # Record where the log ends, in the same transaction: rows missing below it on
@@ -619,9 +549,9 @@ class SQLiteStorage:
                 hwm.write(after)
                 self.stats.hwm_writes += 1
 
-    def _write_saves(self, conn: sqlite3.Connection, group: list[_Save], snap_index: int) -> int:
+    def _write_saves(self, conn: sqlite3.Connection, group: list[Save], snap_index: int) -> int:
         """Write consecutive saves as their net effect: one DELETE, one INSERT batch."""
-        wipe: _Save | None = None
+        wipe: Save | None = None
         run: list[Entry] = []
         lo: int | None = None
         hs: HardState | None = None
@@ -676,200 +606,30 @@ class SQLiteStorage:
         conn.execute(
             "UPDATE raft_state SET snap_index = ?, snap_term = ?, snap_conf = ?, snap_file = ?"
             " WHERE id = 0",
-            (meta.index, meta.term, _pack_conf(meta.conf_state), file),
+            (meta.index, meta.term, pack_conf(meta.conf_state), file),
         )
 
-    def _apply(self, batch: list[_Op]) -> None:
+    def _apply(self, batch: list[Op]) -> None:
         """Make a committed batch visible to the core, in queue order."""
         m = self._m
         for op in batch:
-            if isinstance(op, _Save):
+            if isinstance(op, Save):
                 if op.snapshot is not None:
                     m.apply_snapshot(op.snapshot)
                 m.log.append(op.entries)
                 if op.hard_state is not None:
                     m.hard_state = op.hard_state
-            elif isinstance(op, _CreateSnapshot):
+            elif isinstance(op, CreateSnapshot):
                 m.snapshot = op.snapshot
-            elif isinstance(op, _Compact):
+            elif isinstance(op, Compact):
                 m.log.compact(op.index, op.term)
             else:
                 self._meta.update(op.items)
 
-    async def _prune_snapshots(self, batch: list[_Op]) -> None:
-        if any(isinstance(op, _CreateSnapshot | _Save) and op.snap_file for op in batch):
+    async def _prune_snapshots(self, batch: list[Op]) -> None:
+        if any(isinstance(op, CreateSnapshot | Save) and op.snap_file for op in batch):
             current = snapfile.file_name(self._m.snapshot.meta.index, self._m.snapshot.meta.term)
             try:
                 await asyncio.to_thread(snapfile.prune, self.snap_dir, self.keep_snapshots, current)
             except OSError as exc:  # retention is best effort; the data is already safe
                 log.warning("could not prune old snapshots: %r", exc)
-
-
-# --- open helpers ----------------------------------------------------------------------------
-
-
-def _lowest_end(batch: list[_Op]) -> int | None:
-    """The lowest the log end may drop to while ``batch`` commits (None: it cannot drop).
-
-    Only a save can shorten the log: entries that replace a suffix, or a leader's snapshot
-    that replaces the whole log.  Conservative: a snapshot that turns out stale counts too.
-    """
-    low: int | None = None
-    for op in batch:
-        if not isinstance(op, _Save):
-            continue
-        if op.snapshot is not None:
-            i = op.snapshot.meta.index
-            low = i if low is None else min(low, i)
-        if op.entries:
-            i = op.entries[0].index - 1
-            low = i if low is None else min(low, i)
-    return low
-
-
-def _open_hwm(root: Path, found: HighWater) -> tuple[HighWaterMark, StorageLoss | None]:
-    """Open (or create) the high-water mark and compare the database with it."""
-    hwm, mark = HighWaterMark.open(root)
-    if hwm is None or mark is None:
-        if found != HighWater(0, 0, 0, 0):
-            log.warning(
-                "no high-water mark in %s (a data dir from an older version?): created at "
-                "last index %d, term %d",
-                root,
-                found.last_index,
-                found.term,
-            )
-        return HighWaterMark.create(root, found), None
-    why = check(found, mark)
-    if why is None:
-        return hwm, None
-    return hwm, StorageLoss(
-        f"storage lost acknowledged writes: {why} (high-water mark in {hwm.path}); the WAL "
-        "was truncated or lost, or the disk dropped writes",
-        found,
-        mark,
-    )
-
-
-def _prepare_dirs(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / SNAP_DIR).mkdir(exist_ok=True)
-    for p in (root / SNAP_DIR).iterdir():
-        if p.name.startswith(snapfile.TMP_PREFIX):
-            p.unlink()
-
-
-def _pack_conf(cs: ConfState) -> bytes:
-    return _pack([list(cs.voters), list(cs.learners)])
-
-
-def _unpack_conf(raw: bytes) -> ConfState:
-    try:
-        voters, learners = msgpack.unpackb(raw)
-        return ConfState(tuple(voters), tuple(learners))
-    except Exception as exc:
-        raise CorruptionError(f"raft_state: bad conf state blob: {exc}") from exc
-
-
-async def _load(
-    db: aiosqlite.Connection,
-    root: Path,
-    conf_state: ConfState,
-    cluster_id: int | None,
-    node_id: int | None,
-) -> tuple[_Mirror, dict[str, MetaValue]]:
-    async with db.execute("PRAGMA journal_mode=WAL") as cur:
-        row = await cur.fetchone()
-    if row is None or str(row[0]).lower() != "wal":
-        raise StorageError(f"could not enable WAL journal mode (got {row!r})")
-    await db.execute("PRAGMA synchronous=FULL")
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        for stmt in filter(str.strip, _SCHEMA.split(";")):
-            await db.execute(stmt)
-        await db.execute(
-            "INSERT OR IGNORE INTO raft_state VALUES (0, 0, 0, 0, 0, 0, 0, 0, ?, '')",
-            (_pack_conf(conf_state),),
-        )
-        meta: dict[str, MetaValue] = {}
-        async with db.execute("SELECT key, value FROM meta") as cur:
-            for k, v in await cur.fetchall():
-                meta[k] = msgpack.unpackb(v, raw=False)
-        version = meta.setdefault("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise StorageError(f"unsupported schema version {version!r}")
-        for key, want in (("cluster_id", cluster_id), ("node_id", node_id)):
-            if want is None:
-                continue
-            have = meta.get(key)
-            if have is not None and have != want:
-                raise StorageError(f"data dir {root} belongs to {key}={have!r}, not {want!r}")
-            meta[key] = want
-        await db.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [(k, _pack(v)) for k, v in meta.items()],
-        )
-        await db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await db.execute("ROLLBACK")
-        raise
-    async with db.execute("SELECT * FROM raft_state WHERE id = 0") as cur:
-        state = await cur.fetchone()
-    assert state is not None
-    _, term, vote, commit, log_offset, log_term, s_index, s_term, s_conf, s_file = state
-    async with db.execute("SELECT idx, term, type, data, crc FROM entries ORDER BY idx") as cur:
-        rows = list(await cur.fetchall())
-    ents = await asyncio.to_thread(_verify_rows, rows, log_offset, log_term)
-    cs = _unpack_conf(s_conf)
-    if s_index == 0:
-        snap = Snapshot(SnapshotMeta(0, 0, cs))
-    else:
-        if not s_file:
-            raise CorruptionError(f"raft_state names snapshot {s_index} but no file")
-        snap = await asyncio.to_thread(snapfile.read_file, root / SNAP_DIR / s_file)
-        if (snap.meta.index, snap.meta.term) != (s_index, s_term):
-            raise CorruptionError(
-                f"snapshot file {s_file} holds ({snap.meta.index}, {snap.meta.term}), "
-                f"raft_state expects ({s_index}, {s_term})"
-            )
-    mirror = _Mirror(HardState(term, vote, commit), snap, LogWindow(ents))
-    async with db.execute("SELECT last_idx FROM log_tail WHERE id = 0") as cur:
-        tail = await cur.fetchone()
-    if tail is not None and mirror.log.last_index() < int(tail[0]):
-        raise CorruptionError(
-            f"log truncated: entries up to {int(tail[0])} were durably written, but the log "
-            f"ends at {mirror.log.last_index()} (restore this member from a peer: remove it, wipe "
-            "its data dir, add it back)"
-        )
-    if log_offset > s_index:
-        raise CorruptionError(f"log compacted to {log_offset} past the snapshot at {s_index}")
-    if commit > mirror.log.last_index():
-        raise CorruptionError(
-            f"hard state commit {commit} is beyond the last log index {mirror.log.last_index()}: "
-            "committed entries are missing"
-        )
-    return mirror, meta
-
-
-def _verify_rows(rows: list[Any], offset: int, offset_term: int) -> list[Entry]:
-    """Rebuild the tail from rows, checking CRCs, contiguity and term order."""
-    ents = [Entry(offset_term, offset)]
-    expect = offset + 1
-    prev_term = offset_term
-    for idx, term, etype, data, crc in rows:
-        if idx != expect:
-            what = "before" if idx < expect else "missing"
-            raise CorruptionError(
-                f"log gap: entry {expect} is {what} (found {idx}; offset {offset})"
-            )
-        if not isinstance(data, bytes) or entry_crc(term, idx, etype, data) != crc:
-            raise CorruptionError(f"log entry {idx}: CRC32 mismatch (corrupt row)")
-        if etype not in _ENTRY_TYPES:
-            raise CorruptionError(f"log entry {idx}: unknown entry type {etype!r}")
-        if term < prev_term:
-            raise CorruptionError(f"log entry {idx}: term {term} goes back from {prev_term}")
-        ents.append(Entry(term, idx, _ENTRY_TYPES[etype], data))
-        prev_term = term
-        expect += 1
-    return ents
