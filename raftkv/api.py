@@ -105,12 +105,15 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class ResponseHeader:
     """``revision`` is the store revision when the response was made.  The state machine
-    fills only ``revision``; the node fills ``cluster_id``, ``member_id`` and ``raft_term``."""
+    fills only ``revision``; the member fills ``cluster_id``, ``member_id`` (the member that
+    answered), ``raft_term`` and ``leader_id`` (the leader it knows, 0: none; not in etcd's
+    header: the native client uses it to find the leader)."""
 
     cluster_id: int = 0
     member_id: int = 0
     revision: int = 0
     raft_term: int = 0
+    leader_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

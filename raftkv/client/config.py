@@ -116,13 +116,16 @@ class Limits:
 class ClientConfig:
     """Everything a :class:`~raftkv.client.Client` can be told, besides its endpoints.
     ``cluster_id`` (0: any) is checked in the handshake; ``auto_sync_interval`` seconds
-    between background endpoint syncs (None: off)."""
+    between background endpoint syncs (None: off); ``leader_affinity``: send writes, lease
+    calls and membership changes to the leader once it is known (one hop fewer; False: to
+    the endpoints given, whose members forward them to the leader)."""
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: Retries = field(default_factory=Retries)
     limits: Limits = field(default_factory=Limits)
     cluster_id: int = 0
     auto_sync_interval: float | None = None
+    leader_affinity: bool = True
 
     def __post_init__(self) -> None:
         if self.auto_sync_interval is not None and self.auto_sync_interval <= 0:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, TypeVar
 
-from raftkv.api import StatusRequest
+from raftkv.api import MemberListRequest, MemberListResponse, StatusRequest
 from raftkv.client.config import ClientConfig
 from raftkv.client.connection import ClientConnection
 from raftkv.errors import (
@@ -183,6 +183,8 @@ class Router:
         self.addr_of: dict[int, str] = {}
         """Member id -> the endpoint that answered as that member (from response headers):
         resolves a NotLeader hint that comes without the leader's address."""
+        self._resolving: dict[int, asyncio.Task[None]] = {}
+        """Leader ids whose client address is being looked up (member list)."""
         self.closed = False
 
     # --- endpoints and breakers -------------------------------------------------------------
@@ -241,17 +243,55 @@ class Router:
         if self.endpoints[self.pin % len(self.endpoints)] == addr:
             self.pin = (self.pin + 1) % len(self.endpoints)
 
-    def learn(self, addr: str, result: Any) -> None:
+    def learn(self, addr: str, result: Any) -> tuple[int, int]:
         """Note which member answered at ``addr``: plain responses are ``[tag, header, ...]``
-        with ``header = [tag, cluster_id, member_id, ...]``; status answers carry ``id``."""
-        mid: Any = None
+        with ``header = [tag, cluster_id, member_id, revision, raft_term, leader_id]``.
+        Returns (the answering member's id, the leader it knows), 0 where unknown."""
+        mid: Any = 0
+        lid: Any = 0
         if isinstance(result, list) and len(result) > 1 and isinstance(result[1], list):
             header = result[1]
-            mid = header[2] if len(header) > 2 else None
-        elif isinstance(result, dict):
-            mid = result.get("id")
-        if isinstance(mid, int) and mid and not isinstance(mid, bool):
+            mid = header[2] if len(header) > 2 else 0
+            lid = header[5] if len(header) > 5 else 0
+        if type(mid) is not int or type(lid) is not int:
+            return 0, 0
+        if mid:
             self.addr_of[mid] = addr
+        return mid, lid
+
+    def follow_leader(self, addr: str, mid: int, lid: int) -> None:
+        """Leader affinity after a call only the leader decides was answered at ``addr`` by
+        member ``mid`` knowing leader ``lid``: the leader's endpoint becomes the target of the
+        next such calls.  A follower that forwarded the call names the leader; its client
+        address is looked up (member list) in the background the first time."""
+        if not self.config.leader_affinity:
+            return
+        if not lid or lid == mid:  # the leader answered (or no header says otherwise)
+            self.leader_addr = addr
+            return
+        known = self.addr_of.get(lid)
+        if known is not None:
+            self.leader_addr = known
+        elif lid not in self._resolving and not self.closed:
+            self._resolving[lid] = asyncio.create_task(
+                self._resolve_leader(addr, lid), name="raftkv-client-find-leader"
+            )
+
+    async def _resolve_leader(self, addr: str, lid: int) -> None:
+        try:
+            conn = await self.connect(addr, self.config.timeouts.dial)
+            async with asyncio.timeout(self.config.timeouts.command):
+                plain = await conn.call(Method.MEMBER_LIST, codec.to_plain(MemberListRequest()))
+            members = codec.from_plain(MemberListResponse, plain).members
+            found = next((m.client_addr for m in members if m.id == lid and m.client_addr), "")
+            if found:
+                self.addr_of.setdefault(lid, found)
+                if self.leader_addr is None:
+                    self.leader_addr = found
+        except (RaftKVError, TimeoutError):
+            pass  # the next forwarded answer tries again
+        finally:
+            self._resolving.pop(lid, None)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""
@@ -303,6 +343,8 @@ class Router:
     async def close(self) -> None:
         """Stop the keep-alive, cancel dials, close every connection."""
         self.closed = True
+        for task in list(self._resolving.values()):
+            task.cancel()
         if self.keepalive_task is not None:
             self.keepalive_task.cancel()
             with contextlib.suppress(BaseException):
@@ -411,9 +453,9 @@ class Router:
                 async with asyncio.timeout(min(per_attempt, remaining)):
                     result = await attempt(conn)
                 self.ok(addr)
-                self.learn(addr, result)
+                mid, lid = self.learn(addr, result)
                 if policy.leader and endpoint is None:
-                    self.leader_addr = addr  # only the leader serves these
+                    self.follow_leader(addr, mid, lid)
                 if used is not None:
                     used.append(addr)
                 return result

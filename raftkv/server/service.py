@@ -181,6 +181,7 @@ class ApiService:
             member_id=n.id,
             revision=n.fsm.revision if revision is None else revision,
             raft_term=n.term,
+            leader_id=n.leader_id,
         )
 
     def _with_header(self, resp: R) -> R:

@@ -217,7 +217,12 @@ class FakeMember:
             self.in_flight -= 1
 
     def _header(self) -> ResponseHeader:
-        return ResponseHeader(member_id=self.id, revision=self.shared.fsm.revision)
+        lead = self.shared.leader
+        return ResponseHeader(
+            member_id=self.id,
+            revision=self.shared.fsm.revision,
+            leader_id=lead.id if lead is not None else 0,
+        )
 
     def _handle(self, method: str, payload: Any) -> Any:
         sh = self.shared

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from raftkv.api import Compare, CompareResult, CompareTarget, LeaseKeepAliveRequest, PutRequest
-from raftkv.client import Client, op_get, op_put
+from raftkv.client import Client, ClientConfig, op_get, op_put
 from raftkv.errors import ConfChangeRefused, ConnectionLost, LeaseNotFound, NoLeader, NotLeader
 from raftkv.protocol.methods import Method
 from raftkv.server.service import CallContext, Forwarder
@@ -54,7 +54,9 @@ async def test_the_whole_api_through_one_follower(tmp_path: Path) -> None:
         follower = _follower(cluster, leader)
         assert follower.server is not None and follower.node is not None
         assert leader.node is not None
-        async with Client([follower.client_addr], command_timeout=10.0) as c:
+        # leader_affinity off: every call goes to the follower, which must handle it
+        cfg = ClientConfig(leader_affinity=False)
+        async with Client([follower.client_addr], config=cfg, command_timeout=10.0) as c:
             # KV
             put = await c.put("a", "1")
             assert put.header.member_id == follower.node.id
@@ -221,3 +223,26 @@ async def test_a_follower_waits_for_the_leaders_address_instead_of_refusing(
         r = await follower.server.service.put(PutRequest(b"early", b"v"), CallContext(5, 1))
         assert unknown[0] == 0 and r.header.member_id == follower.node.id
         assert follower.server.service.forwarded == 1
+
+
+async def test_with_leader_affinity_the_client_finds_the_leader_through_a_follower(
+    tmp_path: Path,
+) -> None:
+    """The default client: its first write is forwarded; the answer names the leader, whose
+    address the client looks up, and the next writes go there directly (one hop fewer)."""
+    async with LocalCluster(3, tmp_path) as cluster:
+        leader = await cluster.wait_leader()
+        follower = _follower(cluster, leader)
+        await _knows_leader_addr(follower, leader)
+        assert follower.server is not None and leader.node is not None
+        async with Client([follower.client_addr], command_timeout=10.0) as c:
+            first = await c.put("a", "1")
+            assert first.header.leader_id == leader.node.id
+            async with asyncio.timeout(10):
+                while c.leader_endpoint != leader.client_addr:
+                    await c.put("a", "again")
+            before = follower.server.service.forwarded
+            for i in range(5):
+                await c.put(f"direct{i}", "v")
+            assert follower.server.service.forwarded == before
+            assert _direct_client_conns(leader) == 1
