@@ -196,8 +196,11 @@ async def test_the_watcher_opens_and_reopens_through_the_routers_loop() -> None:
 async def test_a_watch_that_cannot_be_created_ends_in_the_loops_timeout() -> None:
     async with FakeCluster(1) as fc, _fast_client(fc, command_timeout=0.3) as c:
         fc.members[0].fail_with[Method.WATCH] = [NoLeader("no quorum")] * 10_000
-        with pytest.raises(Timeout, match=r"watch did not complete within 0.3s.*NoLeader"):
+        with pytest.raises(Timeout, match=r"watch did not complete within 0.3s"):
             await c.watch("k").start()
+        # retried (NoLeader is retryable) until the budget ran out; on a loaded machine the
+        # last attempt may be cut by the budget, so its own error can be the attempt timeout
+        assert fc.count(Method.WATCH) >= 2
 
 
 async def test_a_watch_refused_for_good_is_not_retried() -> None:

@@ -77,7 +77,7 @@ async def test_put_get_del_through_a_follower(etcd: EtcdCluster) -> None:
     follower = etcd.cluster.members[etcd.follower_name()].node
     assert follower is not None
     assert h["member_id"] == follower.id and h["cluster_id"] == follower.cluster_id
-    assert h["raft_term"] == follower.rn.raft.term and h["revision"] >= 3
+    assert h["raft_term"] == follower.term and h["revision"] >= 3
     assert got["count"] == 1 and got["kvs"][0]["version"] == 1
     assert await ok(ep, "put", "foo", "bar2", "--prev-kv") == "OK\nfoo\nbar\n"
     assert await ok(ep, "del", "foo", "--prefix") == "2\n"

@@ -37,7 +37,7 @@ async def test_headers_name_cluster_member_revision_and_term(
     for h in (put.header, (await kv.Range(rpc_pb2.RangeRequest(key=b"h"))).header):
         assert h.cluster_id == node.cluster_id
         assert h.member_id == node.id
-        assert h.raft_term == node.rn.raft.term and h.raft_term > 0
+        assert h.raft_term == node.term and h.raft_term > 0
         assert h.revision == put.header.revision and h.revision > 1
 
 
@@ -244,7 +244,7 @@ async def test_cluster_and_maintenance(etcd: EtcdCluster, follower: grpc.aio.Cha
     lead = etcd.cluster.members[etcd.leader_name()].node
     assert lead is not None
     st = await mt.Status(rpc_pb2.StatusRequest())
-    assert st.leader == lead.id and st.raftTerm == lead.rn.raft.term
+    assert st.leader == lead.id and st.raftTerm == lead.term
     assert st.raftIndex >= st.raftAppliedIndex > 0 and st.dbSize > 0 and st.version
     assert not st.isLearner and st.header.member_id != lead.id
 
