@@ -19,6 +19,8 @@ class Settings:
     write_out: str
     dial_timeout: float
     command_timeout: float
+    hex: bool = False
+    """``--hex``: print keys and values as ``\\x..`` escapes (etcdctl's ``--hex``)."""
 
     def client(self) -> SyncClient:
         return SyncClient(

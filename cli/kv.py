@@ -16,7 +16,7 @@ from raftkv.api import (
 from raftkv.client import WatchFilter, key_range
 
 from .context import parse_id, settings
-from .output import echo_json, hex_id, table, text
+from .output import arg_bytes, echo_data, echo_json, hex_id, printable, table, text
 
 _SORT_TARGETS = {
     "KEY": SortTarget.KEY,
@@ -30,17 +30,19 @@ _SORT_TARGETS = {
 def _kv_lines(kvs: tuple[KeyValue, ...], keys_only: bool = False, value_only: bool = False) -> None:
     for kv in kvs:
         if not value_only:
-            click.echo(text(kv.key))
+            echo_data(kv.key)
         if not keys_only:
-            click.echo(text(kv.value))
+            echo_data(kv.value)
 
 
 def _range(key: str, range_end: str | None, prefix: bool, from_key: bool) -> tuple[bytes, bytes]:
     if sum([prefix, from_key, range_end is not None]) > 1:
         raise click.UsageError("use only one of RANGE_END, --prefix, --from-key")
+    k = arg_bytes(key)
     if from_key:
-        return key_range(key or "\0", range_end=ALL_KEYS)
-    return key_range(key, prefix=prefix, range_end=range_end)
+        return key_range(k or b"\0", range_end=ALL_KEYS)
+    end = None if range_end is None else arg_bytes(range_end)
+    return key_range(k, prefix=prefix, range_end=end)
 
 
 @click.command("put")
@@ -53,7 +55,7 @@ def put(ctx: click.Context, key: str, value: str, lease: str, prev_kv: bool) -> 
     """Put KEY = VALUE."""
     s = settings(ctx)
     with s.client() as c:
-        resp = c.put(key, value, lease=parse_id(lease), prev_kv=prev_kv)
+        resp = c.put(arg_bytes(key), arg_bytes(value), lease=parse_id(lease), prev_kv=prev_kv)
     if s.write_out == "json":
         echo_json(resp)
         return
@@ -131,8 +133,8 @@ def get(
         click.echo(str(resp.count))
     elif s.write_out == "table":
         rows = [
-            [text(kv.key), text(kv.value), kv.create_revision, kv.mod_revision, kv.version,
-             hex_id(kv.lease) if kv.lease else ""]
+            [printable(kv.key), printable(kv.value), kv.create_revision, kv.mod_revision,
+             kv.version, hex_id(kv.lease) if kv.lease else ""]
             for kv in resp.kvs
         ]  # fmt: skip
         click.echo(table(["key", "value", "create rev", "mod rev", "version", "lease"], rows))

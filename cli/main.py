@@ -55,6 +55,9 @@ class _Group(click.Group):
     help="Output format.",
 )
 @click.option(
+    "--hex", "hex_out", is_flag=True, help="Print keys and values as hex escapes (\\x66...)."
+)
+@click.option(
     "--dial-timeout", type=Duration(), default="2s", show_default=True, help="Per connection."
 )
 @click.option(
@@ -69,11 +72,14 @@ def cli(
     ctx: click.Context,
     endpoints: str,
     write_out: str,
+    hex_out: bool,
     dial_timeout: float,
     command_timeout: float,
 ) -> None:
     """raftkv: an etcd-like, Raft-replicated key-value store."""
-    ctx.obj = Settings(split_endpoints(endpoints), write_out, dial_timeout, command_timeout)
+    ctx.obj = Settings(
+        split_endpoints(endpoints), write_out, dial_timeout, command_timeout, hex=hex_out
+    )
 
 
 for _cmd in (

@@ -249,3 +249,33 @@ def test_member_update_alarm_and_defrag(fake: ThreadedFake) -> None:
     assert out == [f"Finished defragmenting member[{m.addr}] (8192 -> 4096 bytes)" for m in members]
     first = json.loads(ok(fake, "-w", "json", "defrag").splitlines()[0])
     assert first == {"endpoint": members[0].addr, "size_before": 8192, "size_after": 4096}
+
+
+def test_keys_and_values_that_are_not_utf8_pass_through_as_bytes(fake: ThreadedFake) -> None:
+    # what Python makes of argv bytes b"odd\xff\xfekey": surrogate escapes
+    key = os.fsdecode(b"odd\xff\xfekey")
+    assert ok(fake, "put", key, os.fsdecode(b"v\xff")) == "OK\n"
+    r = run(fake, "get", key)
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes == b"odd\xff\xfekey\nv\xff\n"
+    assert run(fake, "get", os.fsdecode(b"odd\xff"), "--prefix", "--keys-only").stdout_bytes == (
+        b"odd\xff\xfekey\n"
+    )
+    assert ok(fake, "--hex", "get", key) == "\\x6f\\x64\\x64\\xff\\xfe\\x6b\\x65\\x79\n\\x76\\xff\n"
+    assert ok(fake, "del", key) == "1\n"
+
+
+def test_simple_output_is_byte_for_byte(fake: ThreadedFake) -> None:
+    value = os.fsdecode(b"\x1b[31mred\x1b[0m\x00nul\xc3\xa9")
+    ok(fake, "put", "k", value)
+    r = run(fake, "get", "k", "--print-value-only")
+    assert r.stdout_bytes == b"\x1b[31mred\x1b[0m\x00nul\xc3\xa9\n"
+
+
+def test_table_cells_escape_control_bytes_and_count_widths(fake: ThreadedFake) -> None:
+    ok(fake, "put", "k", os.fsdecode(b"\x1b[31mred\x00"))
+    ok(fake, "put", "k2", "\u65e5\u672c")  # two wide characters: four columns
+    lines = ok(fake, "-w", "table", "get", "k", "--prefix").splitlines()
+    assert "\x1b" not in "".join(lines) and "\x00" not in "".join(lines)
+    assert "| \\x1b[31mred\\x00 |" in lines[3]
+    assert "| \u65e5\u672c" + " " * 11 + " |" in lines[4]
