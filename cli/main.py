@@ -1,8 +1,9 @@
 """The ``raftkv`` command line: etcdctl's verbs and flags, plus ``serve`` and ``cluster``.
 
-Global options (before the command): ``--endpoints`` (or ``RAFTKV_ENDPOINTS``),
-``-w/--write-out simple|json|table``, ``--dial-timeout``, ``--command-timeout``.  Any raftkv
-error ends the command with ``Error: ...`` on stderr and exit status 1.  See docs/cli.md.
+Global options, before or after the command as etcdctl's: ``--endpoints`` (or
+``RAFTKV_ENDPOINTS``), ``-w/--write-out simple|json|table``, ``--hex``, ``--dial-timeout``,
+``--command-timeout``.  Any raftkv error ends the command with ``Error: ...`` on stderr and
+exit status 1.  See docs/cli.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import click
 from raftkv.errors import RaftKVError
 
 from . import admin, kv
+from .argv import hoist_global_options
 from .bench import register as register_bench
 from .benchmark import benchmark
 from .cluster import cluster
@@ -25,7 +27,13 @@ from .txn import txn
 
 
 class _Group(click.Group):
-    """Turns a raftkv error anywhere below into one line and exit status 1."""
+    """Takes the global options after the command too (as etcdctl); turns a raftkv error
+    anywhere below into one line and exit status 1."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = hoist_global_options(self, args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

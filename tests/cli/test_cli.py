@@ -279,3 +279,12 @@ def test_table_cells_escape_control_bytes_and_count_widths(fake: ThreadedFake) -
     assert "\x1b" not in "".join(lines) and "\x00" not in "".join(lines)
     assert "| \\x1b[31mred\\x00 |" in lines[3]
     assert "| \u65e5\u672c" + " " * 11 + " |" in lines[4]
+
+
+def test_global_options_after_the_command(fake: ThreadedFake) -> None:
+    r = CliRunner().invoke(cli, ["member", "list", "-w", "table", "--endpoints", fake.endpoints])
+    assert r.exit_code == 0, r.output
+    assert "IS LEARNER" in r.stdout.splitlines()[1]
+    ok(fake, "put", "k", "v")
+    doc = json.loads(ok(fake, "get", "k", "--write-out=json", "--dial-timeout", "1s"))
+    assert doc["count"] == 1
