@@ -20,6 +20,7 @@ from .bench import register as register_bench
 from .benchmark import benchmark
 from .cluster import cluster
 from .context import DEFAULT_ENDPOINTS, Duration, Settings, split_endpoints
+from .errors import describe
 from .output import FORMATS
 from .recipes import register as register_recipes
 from .serve import serve, snapshot_restore
@@ -39,7 +40,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RaftKVError as e:
-            raise click.ClickException(f"{type(e).__name__}: {e}") from None
+            raise click.ClickException(describe(e)) from None
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
 

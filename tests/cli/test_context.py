@@ -90,3 +90,11 @@ def test_global_options_after_the_command_are_moved_in_front() -> None:
     assert h("lock", "L", "-w", "json", "grep", "-w", "x") == [
         "-w", "json", "lock", "L", "grep", "-w", "x"
     ]  # fmt: skip
+
+
+def test_http_endpoints_are_taken_and_https_is_refused_clearly() -> None:
+    assert split_endpoints("http://127.0.0.1:2379, HTTP://h:1/") == ("127.0.0.1:2379", "h:1")
+    with pytest.raises(click.BadParameter, match="TLS is not supported yet"):
+        split_endpoints("127.0.0.1:1,https://127.0.0.1:2379")
+    with pytest.raises(click.BadParameter, match="unknown scheme"):
+        split_endpoints("unix://sock")
