@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from raftkv.api import (
@@ -47,15 +49,19 @@ def _range(key: str, range_end: str | None, prefix: bool, from_key: bool) -> tup
 
 @click.command("put")
 @click.argument("key")
-@click.argument("value")
+@click.argument("value", required=False)
 @click.option("--lease", default="0", help="Attach the key to this lease (hex id).")
 @click.option("--prev-kv", is_flag=True, help="Print the previous key-value pair.")
 @click.pass_context
-def put(ctx: click.Context, key: str, value: str, lease: str, prev_kv: bool) -> None:
-    """Put KEY = VALUE."""
+def put(ctx: click.Context, key: str, value: str | None, lease: str, prev_kv: bool) -> None:
+    """Put KEY = VALUE.  Without VALUE, the value is all of stdin, byte for byte (as
+    etcdctl: ``raftkv put k < file``)."""
     s = settings(ctx)
+    data = arg_bytes(value) if value is not None else sys.stdin.buffer.read()
+    if value is None and not data:
+        raise click.UsageError("put needs a VALUE argument or the value on stdin")
     with s.client() as c:
-        resp = c.put(arg_bytes(key), arg_bytes(value), lease=parse_id(lease), prev_kv=prev_kv)
+        resp = c.put(arg_bytes(key), data, lease=parse_id(lease), prev_kv=prev_kv)
     if s.write_out == "json":
         echo_json(resp)
         return
@@ -250,7 +256,9 @@ def lease() -> None:
 @click.argument("ttl", type=int)
 @click.pass_context
 def lease_grant(ctx: click.Context, ttl: int) -> None:
-    """Create a lease of TTL seconds."""
+    """Create a lease of TTL seconds (a positive number)."""
+    if ttl <= 0:
+        raise click.BadParameter(f"{ttl} is not a positive number of seconds", param_hint="'TTL'")
     s = settings(ctx)
     with s.client() as c:
         resp = c.lease_grant(ttl)

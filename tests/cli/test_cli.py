@@ -297,3 +297,19 @@ def test_endpoints_with_http_scheme(fake: ThreadedFake) -> None:
     assert r.exit_code == 0 and r.stdout == "OK\n", r.output
     r = CliRunner().invoke(cli, ["--endpoints", "https://127.0.0.1:2379", "get", "k"])
     assert r.exit_code != 0 and "TLS is not supported yet" in r.output
+
+
+def test_lease_grant_refuses_a_ttl_that_is_not_positive(fake: ThreadedFake) -> None:
+    for args in (["0"], ["--", "-5"]):
+        r = run(fake, "lease", "grant", *args)
+        assert r.exit_code == 2 and "is not a positive number of seconds" in r.stderr, r.output
+    assert ok(fake, "lease", "list") == "found 0 leases\n"
+
+
+def test_put_without_value_reads_stdin(fake: ThreadedFake) -> None:
+    big = os.urandom(200_000)
+    r = CliRunner().invoke(cli, ["--endpoints", fake.endpoints, "put", "big"], input=big)
+    assert r.exit_code == 0 and r.stdout == "OK\n", r.output
+    assert run(fake, "get", "big", "--print-value-only").stdout_bytes == big + b"\n"
+    r = CliRunner().invoke(cli, ["--endpoints", fake.endpoints, "put", "empty"], input=b"")
+    assert r.exit_code == 2 and "VALUE argument or the value on stdin" in r.stderr
