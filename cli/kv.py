@@ -238,9 +238,7 @@ def watch(
                 seen += len(resp.events)
                 if max_events and seen >= max_events:
                     break
-        except KeyboardInterrupt:
-            pass
-        finally:
+        finally:  # Ctrl-C: cancel the watch, then exit 130 (as etcdctl, killed by SIGINT)
             w.cancel()
 
 
@@ -329,11 +327,8 @@ def lease_keep_alive(ctx: click.Context, lease_id: str, once: bool) -> None:
     lid = parse_id(lease_id)
     with s.client() as c:
         it = iter([c.lease_keep_alive_once(lid)]) if once else c.lease_keep_alive(lid)
-        try:
-            for resp in it:
-                if s.write_out == "json":
-                    echo_json(resp)
-                else:
-                    click.echo(f"lease {hex_id(lid)} keepalived with TTL({resp.ttl})")
-        except KeyboardInterrupt:
-            pass
+        for resp in it:  # Ctrl-C ends it with status 130, as etcdctl (killed by SIGINT)
+            if s.write_out == "json":
+                echo_json(resp)
+            else:
+                click.echo(f"lease {hex_id(lid)} keepalived with TTL({resp.ttl})")

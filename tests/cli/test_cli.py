@@ -313,3 +313,28 @@ def test_put_without_value_reads_stdin(fake: ThreadedFake) -> None:
     assert run(fake, "get", "big", "--print-value-only").stdout_bytes == big + b"\n"
     r = CliRunner().invoke(cli, ["--endpoints", fake.endpoints, "put", "empty"], input=b"")
     assert r.exit_code == 2 and "VALUE argument or the value on stdin" in r.stderr
+
+
+def test_ctrl_c_ends_watch_and_keep_alive_with_status_130(
+    fake: ThreadedFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raftkv.client.sync import SyncClient
+
+    cancelled: list[bool] = []
+
+    class Interrupted:
+        def __iter__(self) -> Interrupted:
+            return self
+
+        def __next__(self) -> object:
+            raise KeyboardInterrupt
+
+        def cancel(self) -> None:
+            cancelled.append(True)
+
+    monkeypatch.setattr(SyncClient, "watch", lambda *a, **k: Interrupted())
+    monkeypatch.setattr(SyncClient, "lease_keep_alive", lambda *a, **k: Interrupted())
+    r = run(fake, "watch", "k")
+    assert r.exit_code == 130 and cancelled == [True]
+    r = run(fake, "lease", "keep-alive", "1")
+    assert r.exit_code == 130
