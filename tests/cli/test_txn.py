@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from raftkv_cli.txn import (
     parse_txn,
     txn_from_json,
 )
+from tests.cli.conftest import ThreadedFake
 
 # --- compares -------------------------------------------------------------------------------
 
@@ -514,3 +516,12 @@ def test_watch_prints_events_as_they_happen(kv: ThreadedCluster) -> None:
     assert len(docs) == 3
     assert [e["type"] for d in docs for e in d["events"]] == [0, 0, 1]
     assert [d["revision"] for d in docs] == sorted(d["revision"] for d in docs)
+
+
+def test_txn_input_that_is_not_utf8_is_taken_as_bytes(fake: ThreadedFake) -> None:
+    r = CliRunner().invoke(
+        cli, ["--endpoints", fake.endpoints, "txn"], input=b'\nput k\xff "v\xfe"\n\n'
+    )
+    assert r.exit_code == 0 and r.stdout == "SUCCESS\n\nOK\n", r.output
+    got = CliRunner().invoke(cli, ["--endpoints", fake.endpoints, "get", os.fsdecode(b"k\xff")])
+    assert got.stdout_bytes == b"k\xff\nv\xfe\n"
