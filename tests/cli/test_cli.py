@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -338,3 +340,17 @@ def test_ctrl_c_ends_watch_and_keep_alive_with_status_130(
     assert r.exit_code == 130 and cancelled == [True]
     r = run(fake, "lease", "keep-alive", "1")
     assert r.exit_code == 130
+
+
+def test_argv_bytes_reach_the_store_unchanged(fake: ThreadedFake) -> None:
+    """The real thing: a process whose argv is not UTF-8 (``$'odd\\xff\\xfekey'`` in bash)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "RAFTKV_ENDPOINTS": fake.endpoints,
+    }
+    cmd = [sys.executable, "-m", "raftkv_cli.main"]
+    p = subprocess.run([*cmd, "put", b"odd\xff\xfekey", b"\x1b[1m"], env=env, capture_output=True)
+    assert p.returncode == 0 and p.stdout == b"OK\n", p.stderr
+    p = subprocess.run([*cmd, "get", b"odd\xff\xfekey"], env=env, capture_output=True)
+    assert p.stdout == b"odd\xff\xfekey\n\x1b[1m\n", p.stderr
