@@ -19,6 +19,8 @@ class Settings:
     write_out: str
     dial_timeout: float
     command_timeout: float
+    hex: bool = False
+    """``--hex``: print keys and values as ``\\x..`` escapes (etcdctl's ``--hex``)."""
 
     def client(self) -> SyncClient:
         return SyncClient(
@@ -62,10 +64,23 @@ class Duration(_FloatParamType):
 
 
 def split_endpoints(value: str) -> tuple[str, ...]:
-    eps = tuple(e.strip() for e in value.split(",") if e.strip())
+    """``HOST:PORT,...``; an ``http://`` prefix (as etcd users write endpoints) is dropped,
+    ``https://`` is refused since the client speaks no TLS yet."""
+    eps = tuple(_endpoint(e.strip()) for e in value.split(",") if e.strip())
     if not eps:
         raise click.BadParameter("no endpoints given")
     return eps
+
+
+def _endpoint(e: str) -> str:
+    scheme, sep, rest = e.partition("://")
+    if not sep:
+        return e
+    if scheme.lower() == "http":
+        return rest.rstrip("/")
+    if scheme.lower() == "https":
+        raise click.BadParameter(f"{e}: TLS is not supported yet; use HOST:PORT or http://")
+    raise click.BadParameter(f"{e}: unknown scheme {scheme!r}; use HOST:PORT or http://")
 
 
 def command_endpoints(ctx: click.Context, value: str | None) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from raftkv.api import (
@@ -16,7 +18,7 @@ from raftkv.api import (
 from raftkv.client import WatchFilter, key_range
 
 from .context import parse_id, settings
-from .output import echo_json, hex_id, table, text
+from .output import arg_bytes, echo_data, echo_json, hex_id, printable, table, text
 
 _SORT_TARGETS = {
     "KEY": SortTarget.KEY,
@@ -30,30 +32,36 @@ _SORT_TARGETS = {
 def _kv_lines(kvs: tuple[KeyValue, ...], keys_only: bool = False, value_only: bool = False) -> None:
     for kv in kvs:
         if not value_only:
-            click.echo(text(kv.key))
+            echo_data(kv.key)
         if not keys_only:
-            click.echo(text(kv.value))
+            echo_data(kv.value)
 
 
 def _range(key: str, range_end: str | None, prefix: bool, from_key: bool) -> tuple[bytes, bytes]:
     if sum([prefix, from_key, range_end is not None]) > 1:
         raise click.UsageError("use only one of RANGE_END, --prefix, --from-key")
+    k = arg_bytes(key)
     if from_key:
-        return key_range(key or "\0", range_end=ALL_KEYS)
-    return key_range(key, prefix=prefix, range_end=range_end)
+        return key_range(k or b"\0", range_end=ALL_KEYS)
+    end = None if range_end is None else arg_bytes(range_end)
+    return key_range(k, prefix=prefix, range_end=end)
 
 
 @click.command("put")
 @click.argument("key")
-@click.argument("value")
+@click.argument("value", required=False)
 @click.option("--lease", default="0", help="Attach the key to this lease (hex id).")
 @click.option("--prev-kv", is_flag=True, help="Print the previous key-value pair.")
 @click.pass_context
-def put(ctx: click.Context, key: str, value: str, lease: str, prev_kv: bool) -> None:
-    """Put KEY = VALUE."""
+def put(ctx: click.Context, key: str, value: str | None, lease: str, prev_kv: bool) -> None:
+    """Put KEY = VALUE.  Without VALUE, the value is all of stdin, byte for byte (as
+    etcdctl: ``raftkv put k < file``)."""
     s = settings(ctx)
+    data = arg_bytes(value) if value is not None else sys.stdin.buffer.read()
+    if value is None and not data:
+        raise click.UsageError("put needs a VALUE argument or the value on stdin")
     with s.client() as c:
-        resp = c.put(key, value, lease=parse_id(lease), prev_kv=prev_kv)
+        resp = c.put(arg_bytes(key), data, lease=parse_id(lease), prev_kv=prev_kv)
     if s.write_out == "json":
         echo_json(resp)
         return
@@ -131,8 +139,8 @@ def get(
         click.echo(str(resp.count))
     elif s.write_out == "table":
         rows = [
-            [text(kv.key), text(kv.value), kv.create_revision, kv.mod_revision, kv.version,
-             hex_id(kv.lease) if kv.lease else ""]
+            [printable(kv.key), printable(kv.value), kv.create_revision, kv.mod_revision,
+             kv.version, hex_id(kv.lease) if kv.lease else ""]
             for kv in resp.kvs
         ]  # fmt: skip
         click.echo(table(["key", "value", "create rev", "mod rev", "version", "lease"], rows))
@@ -230,9 +238,7 @@ def watch(
                 seen += len(resp.events)
                 if max_events and seen >= max_events:
                     break
-        except KeyboardInterrupt:
-            pass
-        finally:
+        finally:  # Ctrl-C: cancel the watch, then exit 130 (as etcdctl, killed by SIGINT)
             w.cancel()
 
 
@@ -248,7 +254,9 @@ def lease() -> None:
 @click.argument("ttl", type=int)
 @click.pass_context
 def lease_grant(ctx: click.Context, ttl: int) -> None:
-    """Create a lease of TTL seconds."""
+    """Create a lease of TTL seconds (a positive number)."""
+    if ttl <= 0:
+        raise click.BadParameter(f"{ttl} is not a positive number of seconds", param_hint="'TTL'")
     s = settings(ctx)
     with s.client() as c:
         resp = c.lease_grant(ttl)
@@ -319,11 +327,8 @@ def lease_keep_alive(ctx: click.Context, lease_id: str, once: bool) -> None:
     lid = parse_id(lease_id)
     with s.client() as c:
         it = iter([c.lease_keep_alive_once(lid)]) if once else c.lease_keep_alive(lid)
-        try:
-            for resp in it:
-                if s.write_out == "json":
-                    echo_json(resp)
-                else:
-                    click.echo(f"lease {hex_id(lid)} keepalived with TTL({resp.ttl})")
-        except KeyboardInterrupt:
-            pass
+        for resp in it:  # Ctrl-C ends it with status 130, as etcdctl (killed by SIGINT)
+            if s.write_out == "json":
+                echo_json(resp)
+            else:
+                click.echo(f"lease {hex_id(lid)} keepalived with TTL({resp.ttl})")

@@ -26,7 +26,7 @@ from raftkv.recipes import Election, Mutex, ServiceRegistry, Session, observe
 from raftkv.recipes.registry import ServiceInstance, service_prefix
 
 from .context import Duration, Settings, settings
-from .output import text
+from .output import arg_bytes, echo_data, text
 
 
 def _client(s: Settings) -> Client:
@@ -83,7 +83,7 @@ async def _lock(
     s: Settings, name: str, command: tuple[str, ...], ttl: int, timeout: float | None
 ) -> int:
     async with _client(s) as c, Session(c, ttl) as session:
-        m = Mutex(session, name)
+        m = Mutex(session, arg_bytes(name))
         await m.acquire(timeout)
         try:
             if not command:
@@ -160,14 +160,14 @@ def _leader_line(s: Settings, key: bytes, value: bytes, revision: int) -> None:
     if s.write_out == "json":
         click.echo(json.dumps({"key": text(key), "value": text(value), "revision": revision}))
     else:
-        click.echo(text(value))
+        echo_data(value)
     sys.stdout.flush()
 
 
 async def _listen(s: Settings, name: str, max_events: int) -> int:
     seen = 0
     async with _client(s) as c:
-        async for ldr in observe(c, name):
+        async for ldr in observe(c, arg_bytes(name)):
             _leader_line(s, ldr.key, ldr.value, ldr.revision)
             seen += 1
             if max_events and seen >= max_events:
@@ -177,11 +177,11 @@ async def _listen(s: Settings, name: str, max_events: int) -> int:
 
 async def _campaign(s: Settings, name: str, proposal: str, ttl: int) -> int:
     async with _client(s) as c, Session(c, ttl) as session:
-        e = Election(session, name)
-        await e.campaign(proposal)
+        e = Election(session, arg_bytes(name))
+        await e.campaign(arg_bytes(proposal))
         try:
             assert e.key is not None
-            _leader_line(s, e.key, proposal.encode(), e.revision)
+            _leader_line(s, e.key, arg_bytes(proposal), e.revision)
             await session.done.wait()
             click.echo("Error: leadership lost (session expired)", err=True)
             return 1

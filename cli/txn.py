@@ -76,16 +76,22 @@ _SIMPLE_ESCAPES = {
 }  # fmt: skip
 
 
+def _bytes(s: str) -> bytes:
+    """Text read from stdin back to the bytes it was: input that is not UTF-8 comes in as
+    surrogate escapes (see :func:`_stdin`)."""
+    return s.encode("utf-8", "surrogateescape")
+
+
 def unquote(token: str) -> bytes:
     """A Go-quoted string (``"..."`` with escapes, or raw ``` `...` ```) as bytes.  ``\\x`` and
     octal escapes are raw bytes, so keys and values need not be UTF-8 (Go's ``strconv.Unquote``)."""
     if len(token) >= 2 and token[0] == token[-1] == "`":
-        return token[1:-1].encode()
+        return _bytes(token[1:-1])
     if len(token) < 2 or token[0] != '"' or token[-1] != '"':
         raise ValueError(f"expected a double-quoted string, got {token}")
     body, out, pos = token[1:-1], bytearray(), 0
     for m in _ESCAPE.finditer(body):
-        out += body[pos : m.start()].encode()
+        out += _bytes(body[pos : m.start()])
         hex2, octal, u4, u8, single = m.groups()
         if hex2 is not None:
             out.append(int(hex2, 16))
@@ -103,7 +109,7 @@ def unquote(token: str) -> bytes:
         else:
             raise ValueError(f"invalid escape \\{single} in {token}")
         pos = m.end()
-    return bytes(out + body[pos:].encode())
+    return bytes(out + _bytes(body[pos:]))
 
 
 _WORD = re.compile(rf"""{_QUOTED}|'[^']*'|[^\s'"`]\S*""")
@@ -123,11 +129,11 @@ def argify(line: str) -> list[bytes]:
             raise ValueError(f"unterminated quote at column {pos + 1}")
         word = m.group(0)
         if word[0] == "'":
-            words.append(word[1:-1].encode())
+            words.append(_bytes(word[1:-1]))
         elif word[0] in '"`':
             words.append(unquote(word))
         else:
-            words.append(word.encode())
+            words.append(_bytes(word))
         pos = m.end()
 
 
@@ -556,6 +562,20 @@ def _echo_prompt(text: str) -> None:
     click.echo(text)
 
 
+def _stdin_readline() -> Callable[[], str]:
+    """Lines of stdin as UTF-8 text whose invalid bytes survive as surrogate escapes, so a
+    bare ``put k\xff v`` line writes the byte ``\xff`` whatever the locale."""
+    buf = getattr(sys.stdin, "buffer", None)
+    if buf is None:
+        return sys.stdin.readline
+
+    def readline() -> str:
+        line: bytes = buf.readline()
+        return line.decode("utf-8", "surrogateescape")
+
+    return readline
+
+
 @click.command("txn")
 @click.option("-i", "--interactive", is_flag=True, help="Prompt for each section (as etcdctl).")
 @click.option(
@@ -585,7 +605,7 @@ def txn(ctx: click.Context, interactive: bool, json_file: TextIO | None) -> None
         req = txn_from_json(json_file.read())
     else:
         prompt = _echo_prompt if interactive else None
-        req = read_txn(sys.stdin.readline, prompt, strict_end=not interactive)
+        req = read_txn(_stdin_readline(), prompt, strict_end=not interactive)
     with s.client() as c:
         resp = c.txn(req.compare, req.success, req.failure)
     if s.write_out == "json":

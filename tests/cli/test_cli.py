@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,13 +109,14 @@ def test_failure_is_one_error_line_and_nonzero_exit() -> None:
     assert r.exit_code == 1
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: Timeout:")
+    assert len(lines) == 1 and lines[0].startswith("Error: range did not complete within 0.3s")
+    assert "ConnectionLost" not in lines[0] and "('127.0.0.1'" not in lines[0]
 
 
 def test_server_error_is_reported(fake: ThreadedFake) -> None:
     r = run(fake, "member", "remove", "abc")
     assert r.exit_code == 1
-    assert r.stderr.startswith("Error: MemberNotFound")
+    assert r.stderr == "Error: member abc not found\n"
 
 
 def test_member_list_formats(fake: ThreadedFake) -> None:
@@ -216,7 +219,7 @@ def test_compact(fake: ThreadedFake) -> None:
         ok(fake, "put", "k", str(i))
     assert ok(fake, "compact", "3") == "compacted revision 3\n"
     r = run(fake, "get", "k", "--rev", "2")
-    assert r.exit_code == 1 and "Compacted" in r.stderr
+    assert r.stderr == ("Error: required revision has been compacted (compact revision 3)\n")
 
 
 def test_watch_replays_from_a_revision(fake: ThreadedFake) -> None:
@@ -249,3 +252,105 @@ def test_member_update_alarm_and_defrag(fake: ThreadedFake) -> None:
     assert out == [f"Finished defragmenting member[{m.addr}] (8192 -> 4096 bytes)" for m in members]
     first = json.loads(ok(fake, "-w", "json", "defrag").splitlines()[0])
     assert first == {"endpoint": members[0].addr, "size_before": 8192, "size_after": 4096}
+
+
+def test_keys_and_values_that_are_not_utf8_pass_through_as_bytes(fake: ThreadedFake) -> None:
+    # what Python makes of argv bytes b"odd\xff\xfekey": surrogate escapes
+    key = os.fsdecode(b"odd\xff\xfekey")
+    assert ok(fake, "put", key, os.fsdecode(b"v\xff")) == "OK\n"
+    r = run(fake, "get", key)
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes == b"odd\xff\xfekey\nv\xff\n"
+    assert run(fake, "get", os.fsdecode(b"odd\xff"), "--prefix", "--keys-only").stdout_bytes == (
+        b"odd\xff\xfekey\n"
+    )
+    assert ok(fake, "--hex", "get", key) == "\\x6f\\x64\\x64\\xff\\xfe\\x6b\\x65\\x79\n\\x76\\xff\n"
+    assert ok(fake, "del", key) == "1\n"
+
+
+def test_simple_output_is_byte_for_byte(fake: ThreadedFake) -> None:
+    value = os.fsdecode(b"\x1b[31mred\x1b[0m\x00nul\xc3\xa9")
+    ok(fake, "put", "k", value)
+    r = run(fake, "get", "k", "--print-value-only")
+    assert r.stdout_bytes == b"\x1b[31mred\x1b[0m\x00nul\xc3\xa9\n"
+
+
+def test_table_cells_escape_control_bytes_and_count_widths(fake: ThreadedFake) -> None:
+    ok(fake, "put", "k", os.fsdecode(b"\x1b[31mred\x00"))
+    ok(fake, "put", "k2", "\u65e5\u672c")  # two wide characters: four columns
+    lines = ok(fake, "-w", "table", "get", "k", "--prefix").splitlines()
+    assert "\x1b" not in "".join(lines) and "\x00" not in "".join(lines)
+    assert "| \\x1b[31mred\\x00 |" in lines[3]
+    assert "| \u65e5\u672c" + " " * 11 + " |" in lines[4]
+
+
+def test_global_options_after_the_command(fake: ThreadedFake) -> None:
+    r = CliRunner().invoke(cli, ["member", "list", "-w", "table", "--endpoints", fake.endpoints])
+    assert r.exit_code == 0, r.output
+    assert "IS LEARNER" in r.stdout.splitlines()[1]
+    ok(fake, "put", "k", "v")
+    doc = json.loads(ok(fake, "get", "k", "--write-out=json", "--dial-timeout", "1s"))
+    assert doc["count"] == 1
+
+
+def test_endpoints_with_http_scheme(fake: ThreadedFake) -> None:
+    eps = ",".join("http://" + e for e in fake.cluster.endpoints)
+    r = CliRunner().invoke(cli, ["--endpoints", eps, "put", "k", "v"])
+    assert r.exit_code == 0 and r.stdout == "OK\n", r.output
+    r = CliRunner().invoke(cli, ["--endpoints", "https://127.0.0.1:2379", "get", "k"])
+    assert r.exit_code != 0 and "TLS is not supported yet" in r.output
+
+
+def test_lease_grant_refuses_a_ttl_that_is_not_positive(fake: ThreadedFake) -> None:
+    for args in (["0"], ["--", "-5"]):
+        r = run(fake, "lease", "grant", *args)
+        assert r.exit_code == 2 and "is not a positive number of seconds" in r.stderr, r.output
+    assert ok(fake, "lease", "list") == "found 0 leases\n"
+
+
+def test_put_without_value_reads_stdin(fake: ThreadedFake) -> None:
+    big = os.urandom(200_000)
+    r = CliRunner().invoke(cli, ["--endpoints", fake.endpoints, "put", "big"], input=big)
+    assert r.exit_code == 0 and r.stdout == "OK\n", r.output
+    assert run(fake, "get", "big", "--print-value-only").stdout_bytes == big + b"\n"
+    r = CliRunner().invoke(cli, ["--endpoints", fake.endpoints, "put", "empty"], input=b"")
+    assert r.exit_code == 2 and "VALUE argument or the value on stdin" in r.stderr
+
+
+def test_ctrl_c_ends_watch_and_keep_alive_with_status_130(
+    fake: ThreadedFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raftkv.client.sync import SyncClient
+
+    cancelled: list[bool] = []
+
+    class Interrupted:
+        def __iter__(self) -> Interrupted:
+            return self
+
+        def __next__(self) -> object:
+            raise KeyboardInterrupt
+
+        def cancel(self) -> None:
+            cancelled.append(True)
+
+    monkeypatch.setattr(SyncClient, "watch", lambda *a, **k: Interrupted())
+    monkeypatch.setattr(SyncClient, "lease_keep_alive", lambda *a, **k: Interrupted())
+    r = run(fake, "watch", "k")
+    assert r.exit_code == 130 and cancelled == [True]
+    r = run(fake, "lease", "keep-alive", "1")
+    assert r.exit_code == 130
+
+
+def test_argv_bytes_reach_the_store_unchanged(fake: ThreadedFake) -> None:
+    """The real thing: a process whose argv is not UTF-8 (``$'odd\\xff\\xfekey'`` in bash)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "RAFTKV_ENDPOINTS": fake.endpoints,
+    }
+    cmd = [sys.executable, "-m", "raftkv_cli.main"]
+    p = subprocess.run([*cmd, "put", b"odd\xff\xfekey", b"\x1b[1m"], env=env, capture_output=True)
+    assert p.returncode == 0 and p.stdout == b"OK\n", p.stderr
+    p = subprocess.run([*cmd, "get", b"odd\xff\xfekey"], env=env, capture_output=True)
+    assert p.stdout == b"odd\xff\xfekey\n\x1b[1m\n", p.stderr

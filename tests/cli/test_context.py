@@ -64,3 +64,37 @@ def test_empty_command_endpoints_fall_back_and_blank_global_ones_are_refused() -
     res = CliRunner().invoke(root, ["--endpoints", " , ", "show"])
     assert res.exit_code == 2
     assert "no endpoints given" in res.output
+
+
+def test_global_options_after_the_command_are_moved_in_front() -> None:
+    from raftkv_cli.argv import hoist_global_options
+    from raftkv_cli.main import cli
+
+    def h(*args: str) -> list[str]:
+        return hoist_global_options(cli, list(args))
+
+    assert h("member", "list", "-w", "table") == ["-w", "table", "member", "list"]
+    assert h("get", "k", "--endpoints=a:1", "--prefix") == [
+        "--endpoints=a:1",
+        "get",
+        "k",
+        "--prefix",
+    ]
+    assert h("get", "k", "-wjson", "--hex") == ["-wjson", "--hex", "get", "k"]
+    assert h("-w", "json", "get", "k") == ["-w", "json", "get", "k"]
+    assert h("put", "k", "--", "-w") == ["put", "k", "--", "-w"]
+    assert h("put", "--lease", "-w", "k", "v") == ["put", "--lease", "-w", "k", "v"]
+    # a command's own option of the same name stays with it
+    assert h("benchmark", "put", "--endpoints", "x:1") == ["benchmark", "put", "--endpoints", "x:1"]
+    # the command lock runs keeps its own flags
+    assert h("lock", "L", "-w", "json", "grep", "-w", "x") == [
+        "-w", "json", "lock", "L", "grep", "-w", "x"
+    ]  # fmt: skip
+
+
+def test_http_endpoints_are_taken_and_https_is_refused_clearly() -> None:
+    assert split_endpoints("http://127.0.0.1:2379, HTTP://h:1/") == ("127.0.0.1:2379", "h:1")
+    with pytest.raises(click.BadParameter, match="TLS is not supported yet"):
+        split_endpoints("127.0.0.1:1,https://127.0.0.1:2379")
+    with pytest.raises(click.BadParameter, match="unknown scheme"):
+        split_endpoints("unix://sock")
