@@ -205,6 +205,9 @@ class ApiService:
         if "stale_reads" not in self.node.cfg.unsafe:
             await self.node.read_barrier()
 
+    def _leads(self) -> bool:
+        return self.node.is_leader
+
     async def _may_forward(self, ctx: CallContext) -> str | None:
         """The leader's client address if this call should go there, else None (the
         caller then runs it here, and a follower raises NotLeader).  During an election, and
@@ -309,6 +312,13 @@ class ApiService:
             if not isinstance(resp, resp_cls):
                 raise RaftKVError(f"internal error: {method} answered {type(resp).__name__}")
             return self._with_header(resp)
+
+        if self._leads():  # the common case, without the forwarding machinery
+            try:
+                return await local()
+            except NotLeader:
+                if self.forwarder is None or ctx.forwarded:
+                    raise
 
         def payload() -> Any:
             return codec.to_plain(api.Command(request=req, client_id=ctx.client_id, seq=ctx.seq))
