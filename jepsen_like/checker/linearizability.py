@@ -26,6 +26,7 @@ The search is bounded by a time budget: when it runs out the verdict is
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -33,9 +34,11 @@ from enum import Enum, IntEnum
 from typing import Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 __all__ = [
+    "DEFAULT_MEMORY_LIMIT",
     "UNKNOWN",
     "Anomaly",
     "CheckResult",
+    "Exhausted",
     "Model",
     "Operation",
     "UnknownOutcome",
@@ -105,6 +108,11 @@ class Model(Protocol[S, I_contra, O_contra]):
     States are immutable values: the cache compares them with ``==`` and ``hash()``, so a
     model picks a state type where equal states mean the same future behaviour (ints, strings,
     tuples, frozen dataclasses, frozensets of states for a nondeterministic model).
+
+    Optional: ``read_only(input, output) -> bool``, true when the operation leaves every
+    state it is accepted in unchanged (a read).  The search then never undoes such an
+    operation to try an alternative, which prunes most of the work on read-heavy histories.
+    A model without it is checked correctly, only more slowly.
     """
 
     name: str
@@ -136,7 +144,7 @@ class Model(Protocol[S, I_contra, O_contra]):
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
-    """Where the search got stuck in the first non-linearizable partition.
+    """Where the search got stuck in a non-linearizable partition.
 
     ``longest_prefix`` is the longest linearization found (operation ids, in order) and
     ``state`` the model state after it (described).  ``blocking_op`` returned before it could
@@ -150,16 +158,35 @@ class Anomaly:
     blocking_op: int
     pending: tuple[int, ...]
 
+    @property
+    def unplaced(self) -> tuple[int, ...]:
+        """The operations that cannot be placed after the longest prefix: the blocking op
+        first, then the refused candidates.  A timeline marks these."""
+        return (self.blocking_op, *self.pending)
+
+
+Exhausted: TypeAlias = Literal["time", "memory"]
+"""Which budget ran out when the verdict is UNKNOWN."""
+
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """The verdict, the first anomaly (if any) and how much of the work was done."""
+    """The verdict, the first anomaly (if any) and how much of the work was done.
+
+    ``anomalies`` holds one :class:`Anomaly` per non-linearizable partition searched (only
+    the first unless ``all_partitions``); ``anomaly`` is the first of them.  ``exhausted``
+    names the budget that ran out, if one did.  ``memo_bytes`` is the largest estimated size
+    of one partition's memo, the figure ``memory_limit`` bounds.
+    """
 
     verdict: Verdict
     anomaly: Anomaly | None
     partitions: int
     partitions_checked: int
     steps: int
+    anomalies: tuple[Anomaly, ...] = ()
+    exhausted: Exhausted | None = None
+    memo_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -167,15 +194,25 @@ class CheckResult:
         return self.verdict is Verdict.LINEARIZABLE
 
 
-class _Timeout(Exception):
-    """Internal: the time budget ran out inside one partition."""
+class _Exhausted(Exception):
+    """Internal: a budget (time or memory) ran out inside one partition."""
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, which: Exhausted, steps: int, memo_bytes: int) -> None:
         super().__init__()
+        self.which: Exhausted = which
         self.steps = steps
+        self.memo_bytes = memo_bytes
 
 
 _CHECK_EVERY: Final = 2048  # search steps between two looks at the clock
+
+DEFAULT_MEMORY_LIMIT: Final = 512 * 2**20
+"""Bytes one partition's memo may use (estimated) before the verdict is UNKNOWN."""
+
+_SLOT_BYTES: Final = 72
+"""Memo set slot with the table's slack and its resizes, plus the int's header."""
+_STATE_BYTES: Final = 120
+"""Per distinct model state, beside ``sys.getsizeof(state)``: its dict slot and its id."""
 
 
 def check(
@@ -183,30 +220,53 @@ def check(
     history: Sequence[Operation[I, O]],
     timeout: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    *,
+    memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+    all_partitions: bool = False,
 ) -> CheckResult:
     """Decide whether ``history`` is linearizable with respect to ``model``.
 
     Partitions are searched one after another in the order of their first invocation; the
-    first non-linearizable one ends the check with its :class:`Anomaly`.  ``timeout`` (seconds
-    of ``clock``) bounds the whole check; when it runs out the verdict is UNKNOWN unless a
-    violation was already found.
+    first non-linearizable one ends the check with its :class:`Anomaly`, unless
+    ``all_partitions`` asks for every partition (one anomaly each).  ``timeout`` (seconds of
+    ``clock``) bounds the whole check; ``memory_limit`` (bytes, estimated; ``None`` = no
+    bound) bounds each partition's memo.  When a budget runs out the verdict is UNKNOWN
+    unless a violation was already found.
     """
     deadline = math.inf if timeout is None else clock() + timeout
+    limit = math.inf if memory_limit is None else memory_limit
     parts: dict[Hashable, list[Operation[I, O]]] = {}
     for op in sorted(history, key=lambda o: (o.call, o.id)):
         parts.setdefault(model.partition_key(op.input), []).append(op)
     steps = 0
     checked = 0
+    memo = 0
+    found: list[Anomaly] = []
     for key, ops in parts.items():
         try:
-            found, n = _check_partition(model, key, ops, deadline, clock)
-        except _Timeout as t:
-            return CheckResult(Verdict.UNKNOWN, None, len(parts), checked, steps + t.steps)
+            anomaly, n, used = _check_partition(model, key, ops, deadline, clock, limit)
+        except _Exhausted as e:
+            verdict = Verdict.NOT_LINEARIZABLE if found else Verdict.UNKNOWN
+            return CheckResult(
+                verdict,
+                found[0] if found else None,
+                len(parts),
+                checked,
+                steps + e.steps,
+                tuple(found),
+                e.which,
+                max(memo, e.memo_bytes),
+            )
         steps += n
         checked += 1
-        if found is not None:
-            return CheckResult(Verdict.NOT_LINEARIZABLE, found, len(parts), checked, steps)
-    return CheckResult(Verdict.LINEARIZABLE, None, len(parts), checked, steps)
+        memo = max(memo, used)
+        if anomaly is not None:
+            found.append(anomaly)
+            if not all_partitions:
+                break
+    verdict = Verdict.NOT_LINEARIZABLE if found else Verdict.LINEARIZABLE
+    first = found[0] if found else None
+    return CheckResult(verdict, first, len(parts), checked, steps, tuple(found), None, memo)
 
 
 def _check_partition(
@@ -215,8 +275,10 @@ def _check_partition(
     ops: list[Operation[I, O]],
     deadline: float,
     clock: Callable[[], float],
-) -> tuple[Anomaly | None, int]:
-    """Search one partition; an :class:`Anomaly` if it is not linearizable, and the steps."""
+    limit: float,
+) -> tuple[Anomaly | None, int, int]:
+    """Search one partition: an :class:`Anomaly` if it is not linearizable, the steps, and
+    the memo's estimated size in bytes."""
     n = len(ops)
     # Entries 0..2n-1 sorted by time, calls before returns at equal times (closed intervals);
     # entry 2n is the head sentinel.  The list is kept in the arrays nxt / prv (-1 = none).
@@ -236,52 +298,89 @@ def _check_partition(
     op_of = [i for _, _, i in raw]
     inputs = [op.input for op in ops]
     outputs = [op.output for op in ops]
-    bits = [1 << i for i in range(n)]
+    # Read-only operations (a get: accepted only where it leaves the state as it was) are
+    # never a choice worth undoing: linearizing one as soon as it is accepted loses nothing,
+    # so backtracking pops them without trying the alternatives.
+    read_only: Callable[[I, O | UnknownT], bool] | None = getattr(model, "read_only", None)
+    ro = [bool(read_only(op.input, op.output)) if read_only else False for op in ops]
     step = model.step
 
+    # Memo: one int per configuration, the linearized set as a bitset (bits 0..n-1) with the
+    # id of the model state above it.  Equal states share one id, so the memo holds each
+    # state once; its size is estimated as it grows and checked against the limit.
     state = model.init()
+    state_ids: dict[Hashable, int] = {state: 0}
+    entry_bytes = _SLOT_BYTES + 4 * ((n + 64) // 30 + 1)
+    memo_bytes = sys.getsizeof(state) + _STATE_BYTES
+    memo: set[int] = set()
     linearized = 0
-    cache: set[tuple[int, Hashable]] = set()
     calls: list[tuple[int, S]] = []  # (call entry, state before it)
     best_len = -1
-    best: Anomaly | None = None
+    best: tuple[list[tuple[int, S]], S, int, tuple[int, ...]] | None = None
     steps = 0
     entry = nxt[head]
     while nxt[head] != -1:
         steps += 1
         if steps % _CHECK_EVERY == 0 and clock() >= deadline:
-            raise _Timeout(steps)
+            raise _Exhausted("time", steps, memo_bytes)
         ret = match[entry]
         if ret >= 0:
             i = op_of[entry]
             ok, new_state = step(state, inputs[i], outputs[i])
-            if ok:
-                new_lin = linearized | bits[i]
-                ck = (new_lin, new_state)
-                if ck not in cache:
-                    cache.add(ck)
-                    calls.append((entry, state))
-                    state = new_state
-                    linearized = new_lin
-                    # lift: unlink the call and its return
-                    p, q = prv[entry], nxt[entry]
-                    nxt[p] = q
+            if not ok:
+                entry = nxt[entry]
+                continue
+            new_lin = linearized | (1 << i)
+            sid = state_ids.get(new_state)
+            if sid is None:
+                sid = state_ids[new_state] = len(state_ids)
+                memo_bytes += sys.getsizeof(new_state) + _STATE_BYTES
+            mk = new_lin | (sid << n)
+            if mk not in memo:
+                memo_bytes += entry_bytes
+                if memo_bytes > limit:
+                    raise _Exhausted("memory", steps, memo_bytes)
+                memo.add(mk)
+                calls.append((entry, state))
+                state = new_state
+                linearized = new_lin
+                # lift: unlink the call and its return
+                p, q = prv[entry], nxt[entry]
+                nxt[p] = q
+                prv[q] = p
+                p, q = prv[ret], nxt[ret]
+                nxt[p] = q
+                if q != -1:
                     prv[q] = p
-                    p, q = prv[ret], nxt[ret]
-                    nxt[p] = q
-                    if q != -1:
-                        prv[q] = p
-                    entry = nxt[head]
-                    continue
-            entry = nxt[entry]
-        else:
-            if len(calls) > best_len:
-                best_len = len(calls)
-                best = _anomaly(model, key, ops, calls, state, op_of, match, nxt, head, entry)
+                entry = nxt[head]
+                continue
+            if not ro[i]:
+                entry = nxt[entry]
+                continue
+            # A read-only op whose successor configuration already failed: so does this one.
+        elif len(calls) > best_len:
+            best_len = len(calls)
+            best = (calls[:], state, entry, _pending(ops, op_of, match, nxt, head, entry))
+        # Dead end: undo the last step (and the read-only ones before it) and move on.
+        while True:
             if not calls:
-                return best, steps
+                if best is None:  # pragma: no cover - a failing search meets a return first
+                    best = (calls[:], state, entry, _pending(ops, op_of, match, nxt, head, entry))
+                prefix, at, stop, pending = best
+                return (
+                    Anomaly(
+                        partition=key,
+                        longest_prefix=tuple(ops[op_of[c]].id for c, _ in prefix),
+                        state=model.describe_state(at),
+                        blocking_op=ops[op_of[stop]].id,
+                        pending=pending,
+                    ),
+                    steps,
+                    memo_bytes,
+                )
             entry, state = calls.pop()
-            linearized &= ~bits[op_of[entry]]
+            i = op_of[entry]
+            linearized ^= 1 << i
             # unlift: relink the return, then the call
             ret = match[entry]
             p, q = prv[ret], nxt[ret]
@@ -291,36 +390,28 @@ def _check_partition(
             p, q = prv[entry], nxt[entry]
             nxt[p] = entry
             prv[q] = entry
-            entry = nxt[entry]
-    return None, steps
+            if not ro[i]:
+                break
+        entry = nxt[entry]
+    return None, steps, memo_bytes
 
 
-def _anomaly(
-    model: Model[S, I, O],
-    key: Hashable,
+def _pending(
     ops: list[Operation[I, O]],
-    calls: list[tuple[int, S]],
-    state: S,
     op_of: list[int],
     match: list[int],
     nxt: list[int],
     head: int,
     stop: int,
-) -> Anomaly:
-    """Snapshot the search at a dead end: the prefix so far and the refused candidates."""
+) -> tuple[int, ...]:
+    """The candidates refused before the dead end ``stop``: calls ahead of it in the list."""
     pending: list[int] = []
     e = nxt[head]
     while e != stop and e != -1:
         if match[e] >= 0 and op_of[e] != op_of[stop]:
             pending.append(ops[op_of[e]].id)
         e = nxt[e]
-    return Anomaly(
-        partition=key,
-        longest_prefix=tuple(ops[op_of[c]].id for c, _ in calls),
-        state=model.describe_state(state),
-        blocking_op=ops[op_of[stop]].id,
-        pending=tuple(pending),
-    )
+    return tuple(pending)
 
 
 def report(model: Model[S, I, O], history: Sequence[Operation[I, O]], result: CheckResult) -> str:
@@ -328,8 +419,9 @@ def report(model: Model[S, I, O], history: Sequence[Operation[I, O]], result: Ch
     if result.verdict is Verdict.LINEARIZABLE:
         return "linearizable"
     if result.verdict is Verdict.UNKNOWN:
+        budget = "memory" if result.exhausted == "memory" else "time"
         return (
-            f"unknown (time budget ran out; {result.partitions_checked} of "
+            f"unknown ({budget} budget ran out; {result.partitions_checked} of "
             f"{result.partitions} partitions proven linearizable)"
         )
     a = result.anomaly

@@ -73,6 +73,10 @@ class CasRegister:
             return True, (input.value if applies else state)
         return (applies == output), (input.value if applies else state)
 
+    def read_only(self, input: RegisterInput, output: RegisterOutput | UnknownT) -> bool:
+        """A read never changes the register (the search need not undo one)."""
+        return input.fn is RegisterFn.READ
+
     def partition_key(self, input: RegisterInput) -> Hashable:
         return None
 
@@ -123,6 +127,10 @@ class KvStore:
         if fn is KvFn.PUT:
             return True, input.value
         return True, state + input.value
+
+    def read_only(self, input: KvInput, output: KvOutput | UnknownT) -> bool:
+        """A get never changes the key (the search need not undo one)."""
+        return input.fn is KvFn.GET
 
     def partition_key(self, input: KvInput) -> Hashable:
         return input.key
