@@ -299,10 +299,19 @@ def _check_partition(
     inputs = [op.input for op in ops]
     outputs = [op.output for op in ops]
     # Read-only operations (a get: accepted only where it leaves the state as it was) are
-    # never a choice worth undoing: linearizing one as soon as it is accepted loses nothing,
-    # so backtracking pops them without trying the alternatives.
+    # never a choice: linearizing one as soon as it is accepted loses nothing, so it is
+    # taken at once, alone, and backtracking pops it without trying alternatives.
     read_only: Callable[[I, O | UnknownT], bool] | None = getattr(model, "read_only", None)
-    ro = [bool(read_only(op.input, op.output)) if read_only else False for op in ops]
+    ro = [bool(read_only(inputs[op_of[e]], outputs[op_of[e]])) if read_only else False
+          for e in range(2 * n)]  # fmt: skip
+    # The other candidates are tried in the order of their intervals' midpoints (unknown
+    # outcomes last): a guess at the real order, so a linearizable history is usually
+    # found on the first path.  Any order is correct; this one is fast.
+    by_mid = sorted(range(2 * n), key=lambda e: (ops[op_of[e]].call + ops[op_of[e]].ret, e))
+    rank = [0] * (2 * n)
+    for r, e in enumerate(by_mid):
+        rank[e] = r
+    rank_of = rank.__getitem__
     step = model.step
 
     # Memo: one int per configuration, the linearized set as a bitset (bits 0..n-1) with the
@@ -314,71 +323,103 @@ def _check_partition(
     memo_bytes = sys.getsizeof(state) + _STATE_BYTES
     memo: set[int] = set()
     linearized = 0
-    calls: list[tuple[int, S]] = []  # (call entry, state before it)
+    # One frame per step taken: (the candidates of its configuration in trial order, the
+    # index of the one taken, the state before it).
+    frames: list[tuple[list[int], int, S]] = []
     best_len = -1
-    best: tuple[list[tuple[int, S]], S, int, tuple[int, ...]] | None = None
+    best: tuple[list[int], S, int, tuple[int, ...]] | None = None
     steps = 0
-    entry = nxt[head]
-    while nxt[head] != -1:
-        steps += 1
-        if steps % _CHECK_EVERY == 0 and clock() >= deadline:
-            raise _Exhausted("time", steps, memo_bytes)
-        ret = match[entry]
-        if ret >= 0:
+    next_check = _CHECK_EVERY
+    cands: list[int] = []
+    idx = 0
+    fresh = True  # a configuration reached by a step: gather its candidates
+    while True:
+        if fresh:
+            if nxt[head] == -1:
+                return None, steps, memo_bytes
+            fresh = False
+            cands = []
+            forced = -1
+            e = nxt[head]
+            while match[e] >= 0:  # every call's return follows it, so a return ends this
+                if ro[e]:
+                    if forced < 0:
+                        i = op_of[e]
+                        steps += 1
+                        if step(state, inputs[i], outputs[i])[0]:
+                            forced = e
+                else:
+                    cands.append(e)
+                e = nxt[e]
+            stop = e
+            if forced >= 0:
+                cands = [forced]
+            else:
+                cands.sort(key=rank_of)
+            idx = 0
+        placed = False
+        while idx < len(cands):
+            steps += 1
+            if steps >= next_check:
+                next_check = steps + _CHECK_EVERY
+                if clock() >= deadline:
+                    raise _Exhausted("time", steps, memo_bytes)
+            entry = cands[idx]
             i = op_of[entry]
             ok, new_state = step(state, inputs[i], outputs[i])
-            if not ok:
-                entry = nxt[entry]
-                continue
-            new_lin = linearized | (1 << i)
-            sid = state_ids.get(new_state)
-            if sid is None:
-                sid = state_ids[new_state] = len(state_ids)
-                memo_bytes += sys.getsizeof(new_state) + _STATE_BYTES
-            mk = new_lin | (sid << n)
-            if mk not in memo:
-                memo_bytes += entry_bytes
-                if memo_bytes > limit:
-                    raise _Exhausted("memory", steps, memo_bytes)
-                memo.add(mk)
-                calls.append((entry, state))
-                state = new_state
-                linearized = new_lin
-                # lift: unlink the call and its return
-                p, q = prv[entry], nxt[entry]
-                nxt[p] = q
-                prv[q] = p
-                p, q = prv[ret], nxt[ret]
-                nxt[p] = q
-                if q != -1:
+            if ok:
+                new_lin = linearized | (1 << i)
+                sid = state_ids.get(new_state)
+                if sid is None:
+                    sid = state_ids[new_state] = len(state_ids)
+                    memo_bytes += sys.getsizeof(new_state) + _STATE_BYTES
+                mk = new_lin | (sid << n)
+                if mk not in memo:
+                    memo_bytes += entry_bytes
+                    if memo_bytes > limit:
+                        raise _Exhausted("memory", steps, memo_bytes)
+                    memo.add(mk)
+                    frames.append((cands, idx, state))
+                    state = new_state
+                    linearized = new_lin
+                    # lift: unlink the call and its return
+                    ret = match[entry]
+                    p, q = prv[entry], nxt[entry]
+                    nxt[p] = q
                     prv[q] = p
-                entry = nxt[head]
-                continue
-            if not ro[i]:
-                entry = nxt[entry]
-                continue
-            # A read-only op whose successor configuration already failed: so does this one.
-        elif len(calls) > best_len:
-            best_len = len(calls)
-            best = (calls[:], state, entry, _pending(ops, op_of, match, nxt, head, entry))
-        # Dead end: undo the last step (and the read-only ones before it) and move on.
+                    p, q = prv[ret], nxt[ret]
+                    nxt[p] = q
+                    if q != -1:
+                        prv[q] = p
+                    placed = True
+                    break
+            idx += 1
+        if placed:
+            fresh = True
+            continue
+        # Dead end: every candidate refused (or already explored).
+        if len(frames) > best_len and match[stop] < 0:
+            best_len = len(frames)
+            prefix = [f[0][f[1]] for f in frames]
+            best = (prefix, state, stop, _pending(ops, op_of, match, nxt, head, stop))
+        # Undo the last step (and the read-only ones before it) and try the next candidate.
         while True:
-            if not calls:
-                if best is None:  # pragma: no cover - a failing search meets a return first
-                    best = (calls[:], state, entry, _pending(ops, op_of, match, nxt, head, entry))
-                prefix, at, stop, pending = best
+            if not frames:
+                assert best is not None, "a failing search meets a dead end at a return"
+                prefix, at, blocking, pending = best
                 return (
                     Anomaly(
                         partition=key,
-                        longest_prefix=tuple(ops[op_of[c]].id for c, _ in prefix),
+                        longest_prefix=tuple(ops[op_of[c]].id for c in prefix),
                         state=model.describe_state(at),
-                        blocking_op=ops[op_of[stop]].id,
+                        blocking_op=ops[op_of[blocking]].id,
                         pending=pending,
                     ),
                     steps,
                     memo_bytes,
                 )
-            entry, state = calls.pop()
+            cands, idx, state = frames.pop()
+            entry = cands[idx]
             i = op_of[entry]
             linearized ^= 1 << i
             # unlift: relink the return, then the call
@@ -390,10 +431,14 @@ def _check_partition(
             p, q = prv[entry], nxt[entry]
             nxt[p] = entry
             prv[q] = entry
-            if not ro[i]:
+            if not ro[entry]:
                 break
-        entry = nxt[entry]
-    return None, steps, memo_bytes
+        idx += 1
+        # The dead end after this frame's candidates is its first return entry.
+        e = nxt[head]
+        while match[e] >= 0:
+            e = nxt[e]
+        stop = e
 
 
 def _pending(
