@@ -113,6 +113,13 @@ class Model(Protocol[S, I_contra, O_contra]):
     state it is accepted in unchanged (a read).  The search then never undoes such an
     operation to try an alternative, which prunes most of the work on read-heavy histories.
     A model without it is checked correctly, only more slowly.
+
+    Optional too, as a pair: ``resets(input) -> bool``, true for operations that set the
+    state to a value that does not depend on the state before (a put); and ``unreachable(state, input, output) -> bool`` for a
+    read-only operation, true when no state reached from ``state`` by operations that do not
+    reset accepts it.  A read that is unreachable from the current state and from the state
+    each reset able to come before it returns would leave ends the branch at once, instead
+    of after every order of the other operations.
     """
 
     name: str
@@ -312,6 +319,31 @@ def _check_partition(
     for r, e in enumerate(by_mid):
         rank[e] = r
     rank_of = rank.__getitem__
+    # A refused read that cannot be accepted in any state reached from here without a
+    # reset (a get of 'ab' when the key already holds 'abc' and only appends can follow) is
+    # a dead end as soon as no reset can come before the read returns.
+    unreachable: Callable[[S, I, O | UnknownT], bool] | None = getattr(model, "unreachable", None)
+    resets_fn: Callable[[I], bool] | None = getattr(model, "resets", None)
+    if resets_fn is None:
+        unreachable = None
+    resets = [bool(resets_fn(inputs[op_of[e]])) if resets_fn else True for e in range(2 * n)]
+
+    def rescue(read: int, at: S) -> bool:
+        """Whether a reset not yet linearized, called before ``read`` returns, leaves a
+        state from which the read can still be accepted."""
+        assert unreachable is not None
+        i = op_of[read]
+        e = nxt[head]
+        limit = match[read]
+        while 0 <= e < limit:
+            if match[e] >= 0 and resets[e]:
+                j = op_of[e]
+                ok, after = step(at, inputs[j], outputs[j])
+                if ok and not unreachable(after, inputs[i], outputs[i]):
+                    return True
+            e = nxt[e]
+        return False
+
     step = model.step
 
     # Memo: one int per configuration, the linearized set as a bitset (bits 0..n-1) with the
@@ -340,6 +372,7 @@ def _check_partition(
             fresh = False
             cands = []
             forced = -1
+            doomed: list[int] = []
             e = nxt[head]
             while match[e] >= 0:  # every call's return follows it, so a return ends this
                 if ro[e]:
@@ -348,12 +381,19 @@ def _check_partition(
                         steps += 1
                         if step(state, inputs[i], outputs[i])[0]:
                             forced = e
+                        elif unreachable is not None and unreachable(state, inputs[i], outputs[i]):
+                            doomed.append(e)
                 else:
                     cands.append(e)
                 e = nxt[e]
             stop = e
             if forced >= 0:
                 cands = [forced]
+            elif doomed and (stuck := _stuck(doomed, state, rescue)) >= 0:
+                # A refused read that no state reachable from here accepts, not even after
+                # a reset that can still come before it returns: a dead end already.
+                cands = []
+                stop = stuck
             else:
                 cands.sort(key=rank_of)
             idx = 0
@@ -398,7 +438,7 @@ def _check_partition(
             fresh = True
             continue
         # Dead end: every candidate refused (or already explored).
-        if len(frames) > best_len and match[stop] < 0:
+        if len(frames) > best_len:
             best_len = len(frames)
             prefix = [f[0][f[1]] for f in frames]
             best = (prefix, state, stop, _pending(ops, op_of, match, nxt, head, stop))
@@ -439,6 +479,14 @@ def _check_partition(
         while match[e] >= 0:
             e = nxt[e]
         stop = e
+
+
+def _stuck(doomed: list[int], state: S, rescue: Callable[[int, S], bool]) -> int:
+    """The first read of ``doomed`` that no reset can rescue, or -1."""
+    for e in doomed:
+        if not rescue(e, state):
+            return e
+    return -1
 
 
 def _pending(

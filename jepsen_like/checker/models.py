@@ -132,6 +132,15 @@ class KvStore:
         """A get never changes the key (the search need not undo one)."""
         return input.fn is KvFn.GET
 
+    def resets(self, input: KvInput) -> bool:
+        """A put may set the key to anything; a get or an append only keeps or extends it."""
+        return input.fn is KvFn.PUT
+
+    def unreachable(self, state: str, input: KvInput, output: KvOutput | UnknownT) -> bool:
+        """Without a put the key only grows by appends: a get of a string that does not
+        start with the current one can never be accepted."""
+        return input.fn is KvFn.GET and isinstance(output, str) and not output.startswith(state)
+
     def partition_key(self, input: KvInput) -> Hashable:
         return input.key
 
