@@ -115,11 +115,15 @@ class Model(Protocol[S, I_contra, O_contra]):
     A model without it is checked correctly, only more slowly.
 
     Optional too, as a pair: ``resets(input) -> bool``, true for operations that set the
-    state to a value that does not depend on the state before (a put); and ``unreachable(state, input, output) -> bool`` for a
-    read-only operation, true when no state reached from ``state`` by operations that do not
-    reset accepts it.  A read that is unreachable from the current state and from the state
-    each reset able to come before it returns would leave ends the branch at once, instead
-    of after every order of the other operations.
+    state to a value that does not depend on the state before (a put); and
+    ``unreachable(state, input, output) -> bool`` for a read-only operation, true when no
+    state reached from ``state`` by operations that do not reset accepts it.  A read that is
+    unreachable from the current state, and from the state each reset able to come before
+    it returns would leave, ends the branch at once instead of after every order of the
+    other operations.  A model offering ``unreachable`` also promises that its operations
+    other than reads are accepted in every state (as puts and appends are).  Then a state
+    that every read able to come before the next reset finds unreachable is never
+    observed, and configurations that differ only in such a state are explored once.
     """
 
     name: str
@@ -216,6 +220,8 @@ _CHECK_EVERY: Final = 2048  # search steps between two looks at the clock
 DEFAULT_MEMORY_LIMIT: Final = 512 * 2**20
 """Bytes one partition's memo may use (estimated) before the verdict is UNKNOWN."""
 
+_LOOKAHEAD: Final = 16
+"""List entries past the candidates whose reads are tested for being unreachable."""
 _SLOT_BYTES: Final = 72
 """Memo set slot with the table's slack and its resizes, plus the int's header."""
 _STATE_BYTES: Final = 120
@@ -328,6 +334,21 @@ def _check_partition(
         unreachable = None
     resets = [bool(resets_fn(inputs[op_of[e]])) if resets_fn else True for e in range(2 * n)]
 
+    def forgettable(doomed: list[int], at: S) -> bool:
+        """Whether every read not yet linearized that is called before the first of
+        ``doomed`` returns is unreachable from ``at``: then some reset comes before any read
+        observes the state, and the state itself does not matter."""
+        assert unreachable is not None
+        limit = min(match[d] for d in doomed)
+        e = nxt[head]
+        while 0 <= e < limit:
+            if ro[e] and match[e] >= 0:
+                i = op_of[e]
+                if not unreachable(at, inputs[i], outputs[i]):
+                    return False
+            e = nxt[e]
+        return True
+
     def rescue(read: int, at: S) -> bool:
         """Whether a reset not yet linearized, called before ``read`` returns, leaves a
         state from which the read can still be accepted."""
@@ -350,7 +371,8 @@ def _check_partition(
     # id of the model state above it.  Equal states share one id, so the memo holds each
     # state once; its size is estimated as it grows and checked against the limit.
     state = model.init()
-    state_ids: dict[Hashable, int] = {state: 0}
+    # Id 0 stands for every "forgotten" state (see below); real states count from 1.
+    state_ids: dict[Hashable, int] = {state: 1}
     entry_bytes = _SLOT_BYTES + 4 * ((n + 64) // 30 + 1)
     memo_bytes = sys.getsizeof(state) + _STATE_BYTES
     memo: set[int] = set()
@@ -358,7 +380,10 @@ def _check_partition(
     # One frame per step taken: (the candidates of its configuration in trial order, the
     # index of the one taken, the state before it).
     frames: list[tuple[list[int], int, S]] = []
-    best_len = -1
+    # The dead end reported is the one the search reached furthest: latest blocking entry
+    # in time, then longest prefix.  (The pruning ends wrong branches early, at a read
+    # called before the real culprit; this keeps them from hiding it.)
+    best_at = (-1, -1)
     best: tuple[list[int], S, int, tuple[int, ...]] | None = None
     steps = 0
     next_check = _CHECK_EVERY
@@ -387,6 +412,16 @@ def _check_partition(
                     cands.append(e)
                 e = nxt[e]
             stop = e
+            if forced < 0 and unreachable is not None:
+                # Reads called later must be accepted some day too: look a little ahead.
+                ahead = _LOOKAHEAD
+                while ahead and e != -1:
+                    if ro[e] and match[e] >= 0:
+                        i = op_of[e]
+                        if unreachable(state, inputs[i], outputs[i]):
+                            doomed.append(e)
+                    ahead -= 1
+                    e = nxt[e]
             if forced >= 0:
                 cands = [forced]
             elif doomed and (stuck := _stuck(doomed, state, rescue)) >= 0:
@@ -394,6 +429,19 @@ def _check_partition(
                 # a reset that can still come before it returns: a dead end already.
                 cands = []
                 stop = stuck
+            elif doomed and forgettable(doomed, state):
+                # Every read that could come before the next reset is unreachable, so the
+                # state will be overwritten before anything observes it: configurations
+                # with this set of operations and any such state share one memo entry.
+                mk = linearized
+                if mk in memo:
+                    cands = []
+                else:
+                    memo_bytes += entry_bytes
+                    if memo_bytes > limit:
+                        raise _Exhausted("memory", steps, memo_bytes)
+                    memo.add(mk)
+                    cands.sort(key=rank_of)
             else:
                 cands.sort(key=rank_of)
             idx = 0
@@ -411,7 +459,7 @@ def _check_partition(
                 new_lin = linearized | (1 << i)
                 sid = state_ids.get(new_state)
                 if sid is None:
-                    sid = state_ids[new_state] = len(state_ids)
+                    sid = state_ids[new_state] = len(state_ids) + 1
                     memo_bytes += sys.getsizeof(new_state) + _STATE_BYTES
                 mk = new_lin | (sid << n)
                 if mk not in memo:
@@ -438,8 +486,8 @@ def _check_partition(
             fresh = True
             continue
         # Dead end: every candidate refused (or already explored).
-        if len(frames) > best_len:
-            best_len = len(frames)
+        if (stop, len(frames)) > best_at:
+            best_at = (stop, len(frames))
             prefix = [f[0][f[1]] for f in frames]
             best = (prefix, state, stop, _pending(ops, op_of, match, nxt, head, stop))
         # Undo the last step (and the read-only ones before it) and try the next candidate.
