@@ -19,8 +19,9 @@ Two more things make it practical:
   the output :data:`UNKNOWN`: they may take effect at any point after their invocation, and
   placing them after everything else is the same as "never".
 
-The search is bounded by a time budget: when it runs out the verdict is
-:attr:`Verdict.UNKNOWN` rather than a hang.
+Models may offer optional methods that prune the search (see :class:`Model`).  The search is
+bounded by a time budget and a memory bound on its memo: when either runs out the verdict
+is :attr:`Verdict.UNKNOWN` rather than a hang or an out-of-memory kill.
 """
 
 from __future__ import annotations
@@ -157,10 +158,11 @@ class Model(Protocol[S, I_contra, O_contra]):
 class Anomaly:
     """Where the search got stuck in a non-linearizable partition.
 
-    ``longest_prefix`` is the longest linearization found (operation ids, in order) and
-    ``state`` the model state after it (described).  ``blocking_op`` returned before it could
-    be linearized after any extension of that prefix; ``pending`` are the other operations
-    that were candidates at that point (invoked, not yet linearized) and all were refused.
+    ``longest_prefix`` is the linearization of the dead end the search reached furthest
+    (operation ids, in order) and ``state`` the model state after it (described).
+    ``blocking_op`` returned, or is a read no longer acceptable, before it could be
+    linearized after any extension of that prefix; ``pending`` are the other operations
+    invoked before it and not linearized, all refused.
     """
 
     partition: Hashable
