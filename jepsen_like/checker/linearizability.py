@@ -19,13 +19,15 @@ Two more things make it practical:
   the output :data:`UNKNOWN`: they may take effect at any point after their invocation, and
   placing them after everything else is the same as "never".
 
-The search is bounded by a time budget: when it runs out the verdict is
-:attr:`Verdict.UNKNOWN` rather than a hang.
+Models may offer optional methods that prune the search (see :class:`Model`).  The search is
+bounded by a time budget and a memory bound on its memo: when either runs out the verdict
+is :attr:`Verdict.UNKNOWN` rather than a hang or an out-of-memory kill.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -33,9 +35,11 @@ from enum import Enum, IntEnum
 from typing import Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 __all__ = [
+    "DEFAULT_MEMORY_LIMIT",
     "UNKNOWN",
     "Anomaly",
     "CheckResult",
+    "Exhausted",
     "Model",
     "Operation",
     "UnknownOutcome",
@@ -105,6 +109,22 @@ class Model(Protocol[S, I_contra, O_contra]):
     States are immutable values: the cache compares them with ``==`` and ``hash()``, so a
     model picks a state type where equal states mean the same future behaviour (ints, strings,
     tuples, frozen dataclasses, frozensets of states for a nondeterministic model).
+
+    Optional: ``read_only(input, output) -> bool``, true when the operation leaves every
+    state it is accepted in unchanged (a read).  The search then never undoes such an
+    operation to try an alternative, which prunes most of the work on read-heavy histories.
+    A model without it is checked correctly, only more slowly.
+
+    Optional too, as a pair: ``resets(input) -> bool``, true for operations that set the
+    state to a value that does not depend on the state before (a put); and
+    ``unreachable(state, input, output) -> bool`` for a read-only operation, true when no
+    state reached from ``state`` by operations that do not reset accepts it.  A read that is
+    unreachable from the current state, and from the state each reset able to come before
+    it returns would leave, ends the branch at once instead of after every order of the
+    other operations.  A model offering ``unreachable`` also promises that its operations
+    other than reads are accepted in every state (as puts and appends are).  Then a state
+    that every read able to come before the next reset finds unreachable is never
+    observed, and configurations that differ only in such a state are explored once.
     """
 
     name: str
@@ -136,12 +156,13 @@ class Model(Protocol[S, I_contra, O_contra]):
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
-    """Where the search got stuck in the first non-linearizable partition.
+    """Where the search got stuck in a non-linearizable partition.
 
-    ``longest_prefix`` is the longest linearization found (operation ids, in order) and
-    ``state`` the model state after it (described).  ``blocking_op`` returned before it could
-    be linearized after any extension of that prefix; ``pending`` are the other operations
-    that were candidates at that point (invoked, not yet linearized) and all were refused.
+    ``longest_prefix`` is the linearization of the dead end the search reached furthest
+    (operation ids, in order) and ``state`` the model state after it (described).
+    ``blocking_op`` returned, or is a read no longer acceptable, before it could be
+    linearized after any extension of that prefix; ``pending`` are the other operations
+    invoked before it and not linearized, all refused.
     """
 
     partition: Hashable
@@ -150,16 +171,35 @@ class Anomaly:
     blocking_op: int
     pending: tuple[int, ...]
 
+    @property
+    def unplaced(self) -> tuple[int, ...]:
+        """The operations that cannot be placed after the longest prefix: the blocking op
+        first, then the refused candidates.  A timeline marks these."""
+        return (self.blocking_op, *self.pending)
+
+
+Exhausted: TypeAlias = Literal["time", "memory"]
+"""Which budget ran out when the verdict is UNKNOWN."""
+
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """The verdict, the first anomaly (if any) and how much of the work was done."""
+    """The verdict, the first anomaly (if any) and how much of the work was done.
+
+    ``anomalies`` holds one :class:`Anomaly` per non-linearizable partition searched (only
+    the first unless ``all_partitions``); ``anomaly`` is the first of them.  ``exhausted``
+    names the budget that ran out, if one did.  ``memo_bytes`` is the largest estimated size
+    of one partition's memo, the figure ``memory_limit`` bounds.
+    """
 
     verdict: Verdict
     anomaly: Anomaly | None
     partitions: int
     partitions_checked: int
     steps: int
+    anomalies: tuple[Anomaly, ...] = ()
+    exhausted: Exhausted | None = None
+    memo_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -167,15 +207,27 @@ class CheckResult:
         return self.verdict is Verdict.LINEARIZABLE
 
 
-class _Timeout(Exception):
-    """Internal: the time budget ran out inside one partition."""
+class _Exhausted(Exception):
+    """Internal: a budget (time or memory) ran out inside one partition."""
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, which: Exhausted, steps: int, memo_bytes: int) -> None:
         super().__init__()
+        self.which: Exhausted = which
         self.steps = steps
+        self.memo_bytes = memo_bytes
 
 
 _CHECK_EVERY: Final = 2048  # search steps between two looks at the clock
+
+DEFAULT_MEMORY_LIMIT: Final = 512 * 2**20
+"""Bytes one partition's memo may use (estimated) before the verdict is UNKNOWN."""
+
+_LOOKAHEAD: Final = 16
+"""List entries past the candidates whose reads are tested for being unreachable."""
+_SLOT_BYTES: Final = 72
+"""Memo set slot with the table's slack and its resizes, plus the int's header."""
+_STATE_BYTES: Final = 120
+"""Per distinct model state, beside ``sys.getsizeof(state)``: its dict slot and its id."""
 
 
 def check(
@@ -183,30 +235,53 @@ def check(
     history: Sequence[Operation[I, O]],
     timeout: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    *,
+    memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+    all_partitions: bool = False,
 ) -> CheckResult:
     """Decide whether ``history`` is linearizable with respect to ``model``.
 
     Partitions are searched one after another in the order of their first invocation; the
-    first non-linearizable one ends the check with its :class:`Anomaly`.  ``timeout`` (seconds
-    of ``clock``) bounds the whole check; when it runs out the verdict is UNKNOWN unless a
-    violation was already found.
+    first non-linearizable one ends the check with its :class:`Anomaly`, unless
+    ``all_partitions`` asks for every partition (one anomaly each).  ``timeout`` (seconds of
+    ``clock``) bounds the whole check; ``memory_limit`` (bytes, estimated; ``None`` = no
+    bound) bounds each partition's memo.  When a budget runs out the verdict is UNKNOWN
+    unless a violation was already found.
     """
     deadline = math.inf if timeout is None else clock() + timeout
+    limit = math.inf if memory_limit is None else memory_limit
     parts: dict[Hashable, list[Operation[I, O]]] = {}
     for op in sorted(history, key=lambda o: (o.call, o.id)):
         parts.setdefault(model.partition_key(op.input), []).append(op)
     steps = 0
     checked = 0
+    memo = 0
+    found: list[Anomaly] = []
     for key, ops in parts.items():
         try:
-            found, n = _check_partition(model, key, ops, deadline, clock)
-        except _Timeout as t:
-            return CheckResult(Verdict.UNKNOWN, None, len(parts), checked, steps + t.steps)
+            anomaly, n, used = _check_partition(model, key, ops, deadline, clock, limit)
+        except _Exhausted as e:
+            verdict = Verdict.NOT_LINEARIZABLE if found else Verdict.UNKNOWN
+            return CheckResult(
+                verdict,
+                found[0] if found else None,
+                len(parts),
+                checked,
+                steps + e.steps,
+                tuple(found),
+                e.which,
+                max(memo, e.memo_bytes),
+            )
         steps += n
         checked += 1
-        if found is not None:
-            return CheckResult(Verdict.NOT_LINEARIZABLE, found, len(parts), checked, steps)
-    return CheckResult(Verdict.LINEARIZABLE, None, len(parts), checked, steps)
+        memo = max(memo, used)
+        if anomaly is not None:
+            found.append(anomaly)
+            if not all_partitions:
+                break
+    verdict = Verdict.NOT_LINEARIZABLE if found else Verdict.LINEARIZABLE
+    first = found[0] if found else None
+    return CheckResult(verdict, first, len(parts), checked, steps, tuple(found), None, memo)
 
 
 def _check_partition(
@@ -215,8 +290,10 @@ def _check_partition(
     ops: list[Operation[I, O]],
     deadline: float,
     clock: Callable[[], float],
-) -> tuple[Anomaly | None, int]:
-    """Search one partition; an :class:`Anomaly` if it is not linearizable, and the steps."""
+    limit: float,
+) -> tuple[Anomaly | None, int, int]:
+    """Search one partition: an :class:`Anomaly` if it is not linearizable, the steps, and
+    the memo's estimated size in bytes."""
     n = len(ops)
     # Entries 0..2n-1 sorted by time, calls before returns at equal times (closed intervals);
     # entry 2n is the head sentinel.  The list is kept in the arrays nxt / prv (-1 = none).
@@ -236,34 +313,167 @@ def _check_partition(
     op_of = [i for _, _, i in raw]
     inputs = [op.input for op in ops]
     outputs = [op.output for op in ops]
-    bits = [1 << i for i in range(n)]
+    # Read-only operations (a get: accepted only where it leaves the state as it was) are
+    # never a choice: linearizing one as soon as it is accepted loses nothing, so it is
+    # taken at once, alone, and backtracking pops it without trying alternatives.
+    read_only: Callable[[I, O | UnknownT], bool] | None = getattr(model, "read_only", None)
+    ro = [bool(read_only(inputs[op_of[e]], outputs[op_of[e]])) if read_only else False
+          for e in range(2 * n)]  # fmt: skip
+    # The other candidates are tried in the order of their intervals' midpoints (unknown
+    # outcomes last): a guess at the real order, so a linearizable history is usually
+    # found on the first path.  Any order is correct; this one is fast.
+    by_mid = sorted(range(2 * n), key=lambda e: (ops[op_of[e]].call + ops[op_of[e]].ret, e))
+    rank = [0] * (2 * n)
+    for r, e in enumerate(by_mid):
+        rank[e] = r
+    rank_of = rank.__getitem__
+    # A refused read that cannot be accepted in any state reached from here without a
+    # reset (a get of 'ab' when the key already holds 'abc' and only appends can follow) is
+    # a dead end as soon as no reset can come before the read returns.
+    unreachable: Callable[[S, I, O | UnknownT], bool] | None = getattr(model, "unreachable", None)
+    resets_fn: Callable[[I], bool] | None = getattr(model, "resets", None)
+    if resets_fn is None:
+        unreachable = None
+    resets = [bool(resets_fn(inputs[op_of[e]])) if resets_fn else True for e in range(2 * n)]
+
+    def forgettable(doomed: list[int], at: S) -> bool:
+        """Whether every read not yet linearized that is called before the first of
+        ``doomed`` returns is unreachable from ``at``: then some reset comes before any read
+        observes the state, and the state itself does not matter."""
+        assert unreachable is not None
+        limit = min(match[d] for d in doomed)
+        e = nxt[head]
+        while 0 <= e < limit:
+            if ro[e] and match[e] >= 0:
+                i = op_of[e]
+                if not unreachable(at, inputs[i], outputs[i]):
+                    return False
+            e = nxt[e]
+        return True
+
+    def rescue(read: int, at: S) -> bool:
+        """Whether a reset not yet linearized, called before ``read`` returns, leaves a
+        state from which the read can still be accepted."""
+        assert unreachable is not None
+        i = op_of[read]
+        e = nxt[head]
+        limit = match[read]
+        while 0 <= e < limit:
+            if match[e] >= 0 and resets[e]:
+                j = op_of[e]
+                ok, after = step(at, inputs[j], outputs[j])
+                if ok and not unreachable(after, inputs[i], outputs[i]):
+                    return True
+            e = nxt[e]
+        return False
+
     step = model.step
 
+    # Memo: one int per configuration, the linearized set as a bitset (bits 0..n-1) with the
+    # id of the model state above it.  Equal states share one id, so the memo holds each
+    # state once; its size is estimated as it grows and checked against the limit.
     state = model.init()
+    # Id 0 stands for every "forgotten" state (see below); real states count from 1.
+    state_ids: dict[Hashable, int] = {state: 1}
+    entry_bytes = _SLOT_BYTES + 4 * ((n + 64) // 30 + 1)
+    memo_bytes = sys.getsizeof(state) + _STATE_BYTES
+    memo: set[int] = set()
     linearized = 0
-    cache: set[tuple[int, Hashable]] = set()
-    calls: list[tuple[int, S]] = []  # (call entry, state before it)
-    best_len = -1
-    best: Anomaly | None = None
+    # One frame per step taken: (the candidates of its configuration in trial order, the
+    # index of the one taken, the state before it).
+    frames: list[tuple[list[int], int, S]] = []
+    # The dead end reported is the one the search reached furthest: latest blocking entry
+    # in time, then longest prefix.  (The pruning ends wrong branches early, at a read
+    # called before the real culprit; this keeps them from hiding it.)
+    best_at = (-1, -1)
+    best: tuple[list[int], S, int, tuple[int, ...]] | None = None
     steps = 0
-    entry = nxt[head]
-    while nxt[head] != -1:
-        steps += 1
-        if steps % _CHECK_EVERY == 0 and clock() >= deadline:
-            raise _Timeout(steps)
-        ret = match[entry]
-        if ret >= 0:
+    next_check = _CHECK_EVERY
+    cands: list[int] = []
+    idx = 0
+    fresh = True  # a configuration reached by a step: gather its candidates
+    while True:
+        if fresh:
+            if nxt[head] == -1:
+                return None, steps, memo_bytes
+            fresh = False
+            cands = []
+            forced = -1
+            doomed: list[int] = []
+            e = nxt[head]
+            while match[e] >= 0:  # every call's return follows it, so a return ends this
+                if ro[e]:
+                    if forced < 0:
+                        i = op_of[e]
+                        steps += 1
+                        if step(state, inputs[i], outputs[i])[0]:
+                            forced = e
+                        elif unreachable is not None and unreachable(state, inputs[i], outputs[i]):
+                            doomed.append(e)
+                else:
+                    cands.append(e)
+                e = nxt[e]
+            stop = e
+            if forced < 0 and unreachable is not None:
+                # Reads called later must be accepted some day too: look a little ahead.
+                ahead = _LOOKAHEAD
+                while ahead and e != -1:
+                    if ro[e] and match[e] >= 0:
+                        i = op_of[e]
+                        if unreachable(state, inputs[i], outputs[i]):
+                            doomed.append(e)
+                    ahead -= 1
+                    e = nxt[e]
+            if forced >= 0:
+                cands = [forced]
+            elif doomed and (stuck := _stuck(doomed, state, rescue)) >= 0:
+                # A refused read that no state reachable from here accepts, not even after
+                # a reset that can still come before it returns: a dead end already.
+                cands = []
+                stop = stuck
+            elif doomed and forgettable(doomed, state):
+                # Every read that could come before the next reset is unreachable, so the
+                # state will be overwritten before anything observes it: configurations
+                # with this set of operations and any such state share one memo entry.
+                mk = linearized
+                if mk in memo:
+                    cands = []
+                else:
+                    memo_bytes += entry_bytes
+                    if memo_bytes > limit:
+                        raise _Exhausted("memory", steps, memo_bytes)
+                    memo.add(mk)
+                    cands.sort(key=rank_of)
+            else:
+                cands.sort(key=rank_of)
+            idx = 0
+        placed = False
+        while idx < len(cands):
+            steps += 1
+            if steps >= next_check:
+                next_check = steps + _CHECK_EVERY
+                if clock() >= deadline:
+                    raise _Exhausted("time", steps, memo_bytes)
+            entry = cands[idx]
             i = op_of[entry]
             ok, new_state = step(state, inputs[i], outputs[i])
             if ok:
-                new_lin = linearized | bits[i]
-                ck = (new_lin, new_state)
-                if ck not in cache:
-                    cache.add(ck)
-                    calls.append((entry, state))
+                new_lin = linearized | (1 << i)
+                sid = state_ids.get(new_state)
+                if sid is None:
+                    sid = state_ids[new_state] = len(state_ids) + 1
+                    memo_bytes += sys.getsizeof(new_state) + _STATE_BYTES
+                mk = new_lin | (sid << n)
+                if mk not in memo:
+                    memo_bytes += entry_bytes
+                    if memo_bytes > limit:
+                        raise _Exhausted("memory", steps, memo_bytes)
+                    memo.add(mk)
+                    frames.append((cands, idx, state))
                     state = new_state
                     linearized = new_lin
                     # lift: unlink the call and its return
+                    ret = match[entry]
                     p, q = prv[entry], nxt[entry]
                     nxt[p] = q
                     prv[q] = p
@@ -271,17 +481,37 @@ def _check_partition(
                     nxt[p] = q
                     if q != -1:
                         prv[q] = p
-                    entry = nxt[head]
-                    continue
-            entry = nxt[entry]
-        else:
-            if len(calls) > best_len:
-                best_len = len(calls)
-                best = _anomaly(model, key, ops, calls, state, op_of, match, nxt, head, entry)
-            if not calls:
-                return best, steps
-            entry, state = calls.pop()
-            linearized &= ~bits[op_of[entry]]
+                    placed = True
+                    break
+            idx += 1
+        if placed:
+            fresh = True
+            continue
+        # Dead end: every candidate refused (or already explored).
+        if (stop, len(frames)) > best_at:
+            best_at = (stop, len(frames))
+            prefix = [f[0][f[1]] for f in frames]
+            best = (prefix, state, stop, _pending(ops, op_of, match, nxt, head, stop))
+        # Undo the last step (and the read-only ones before it) and try the next candidate.
+        while True:
+            if not frames:
+                assert best is not None, "a failing search meets a dead end at a return"
+                prefix, at, blocking, pending = best
+                return (
+                    Anomaly(
+                        partition=key,
+                        longest_prefix=tuple(ops[op_of[c]].id for c in prefix),
+                        state=model.describe_state(at),
+                        blocking_op=ops[op_of[blocking]].id,
+                        pending=pending,
+                    ),
+                    steps,
+                    memo_bytes,
+                )
+            cands, idx, state = frames.pop()
+            entry = cands[idx]
+            i = op_of[entry]
+            linearized ^= 1 << i
             # unlift: relink the return, then the call
             ret = match[entry]
             p, q = prv[ret], nxt[ret]
@@ -291,36 +521,40 @@ def _check_partition(
             p, q = prv[entry], nxt[entry]
             nxt[p] = entry
             prv[q] = entry
-            entry = nxt[entry]
-    return None, steps
+            if not ro[entry]:
+                break
+        idx += 1
+        # The dead end after this frame's candidates is its first return entry.
+        e = nxt[head]
+        while match[e] >= 0:
+            e = nxt[e]
+        stop = e
 
 
-def _anomaly(
-    model: Model[S, I, O],
-    key: Hashable,
+def _stuck(doomed: list[int], state: S, rescue: Callable[[int, S], bool]) -> int:
+    """The first read of ``doomed`` that no reset can rescue, or -1."""
+    for e in doomed:
+        if not rescue(e, state):
+            return e
+    return -1
+
+
+def _pending(
     ops: list[Operation[I, O]],
-    calls: list[tuple[int, S]],
-    state: S,
     op_of: list[int],
     match: list[int],
     nxt: list[int],
     head: int,
     stop: int,
-) -> Anomaly:
-    """Snapshot the search at a dead end: the prefix so far and the refused candidates."""
+) -> tuple[int, ...]:
+    """The candidates refused before the dead end ``stop``: calls ahead of it in the list."""
     pending: list[int] = []
     e = nxt[head]
     while e != stop and e != -1:
         if match[e] >= 0 and op_of[e] != op_of[stop]:
             pending.append(ops[op_of[e]].id)
         e = nxt[e]
-    return Anomaly(
-        partition=key,
-        longest_prefix=tuple(ops[op_of[c]].id for c, _ in calls),
-        state=model.describe_state(state),
-        blocking_op=ops[op_of[stop]].id,
-        pending=tuple(pending),
-    )
+    return tuple(pending)
 
 
 def report(model: Model[S, I, O], history: Sequence[Operation[I, O]], result: CheckResult) -> str:
@@ -328,8 +562,9 @@ def report(model: Model[S, I, O], history: Sequence[Operation[I, O]], result: Ch
     if result.verdict is Verdict.LINEARIZABLE:
         return "linearizable"
     if result.verdict is Verdict.UNKNOWN:
+        budget = "memory" if result.exhausted == "memory" else "time"
         return (
-            f"unknown (time budget ran out; {result.partitions_checked} of "
+            f"unknown ({budget} budget ran out; {result.partitions_checked} of "
             f"{result.partitions} partitions proven linearizable)"
         )
     a = result.anomaly

@@ -73,6 +73,10 @@ class CasRegister:
             return True, (input.value if applies else state)
         return (applies == output), (input.value if applies else state)
 
+    def read_only(self, input: RegisterInput, output: RegisterOutput | UnknownT) -> bool:
+        """A read never changes the register (the search need not undo one)."""
+        return input.fn is RegisterFn.READ
+
     def partition_key(self, input: RegisterInput) -> Hashable:
         return None
 
@@ -123,6 +127,19 @@ class KvStore:
         if fn is KvFn.PUT:
             return True, input.value
         return True, state + input.value
+
+    def read_only(self, input: KvInput, output: KvOutput | UnknownT) -> bool:
+        """A get never changes the key (the search need not undo one)."""
+        return input.fn is KvFn.GET
+
+    def resets(self, input: KvInput) -> bool:
+        """A put may set the key to anything; a get or an append only keeps or extends it."""
+        return input.fn is KvFn.PUT
+
+    def unreachable(self, state: str, input: KvInput, output: KvOutput | UnknownT) -> bool:
+        """Without a put the key only grows by appends: a get of a string that does not
+        start with the current one can never be accepted."""
+        return input.fn is KvFn.GET and isinstance(output, str) and not output.startswith(state)
 
     def partition_key(self, input: KvInput) -> Hashable:
         return input.key

@@ -8,8 +8,17 @@ from pathlib import Path
 from jepsen_like.checker.linearizability import UNKNOWN, Operation
 from jepsen_like.checker.models import RegisterFn, RegisterInput, RegisterOutput, Value
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "linearizability"
-"""Real Jepsen histories with known verdicts, in ../shared beside the project (not copied)."""
+
+def _fixtures() -> Path:
+    beside = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+    fallback = Path("/work/shared/fixtures")
+    root = beside if beside.is_dir() or not fallback.is_dir() else fallback
+    return root / "linearizability"
+
+
+FIXTURES = _fixtures()
+"""Real Jepsen histories with known verdicts, in ../shared/fixtures beside the project (not
+copied), or /work/shared/fixtures when that is where they are."""
 
 RegOp = Operation[RegisterInput, RegisterOutput]
 
