@@ -66,7 +66,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @dataclass
-class Member:
+class LocalMember:
     name: str
     data_dir: Path
     client_addr: str
@@ -103,10 +103,10 @@ class LocalCluster:
         self.election_tick = election_tick
         self.snapshot_count = snapshot_count
         self.node_options = node_options
-        self.members: dict[str, Member] = {}
+        self.members: dict[str, LocalMember] = {}
         for i in range(1, size + 1):
             name = f"n{i}"
-            self.members[name] = Member(
+            self.members[name] = LocalMember(
                 name,
                 self.root / name,
                 f"127.0.0.1:{free_port()}",
@@ -118,7 +118,7 @@ class LocalCluster:
     def endpoints(self) -> list[str]:
         return [m.client_addr for m in self.members.values() if m.running]
 
-    def _config(self, m: Member, state: str, initial: dict[str, str]) -> NodeConfig:
+    def _config(self, m: LocalMember, state: str, initial: dict[str, str]) -> NodeConfig:
         return NodeConfig(
             name=m.name,
             data_dir=m.data_dir,
@@ -138,7 +138,7 @@ class LocalCluster:
         state: str = "new",
         initial: dict[str, str] | None = None,
         cluster_id: int | None = None,
-    ) -> Member:
+    ) -> LocalMember:
         m = self.members[name]
         if m.running:
             return m
@@ -167,9 +167,11 @@ class LocalCluster:
             await m.node.stop()
             m.node = None
 
-    async def add_member(self, name: str, learner: bool = True) -> Member:
+    async def add_member(self, name: str, learner: bool = True) -> LocalMember:
         """Add a new member through the leader, then start it (joins an existing cluster)."""
-        m = Member(name, self.root / name, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+        m = LocalMember(
+            name, self.root / name, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10.0
         while True:
@@ -227,8 +229,8 @@ class LocalCluster:
     def nodes(self) -> list[Node]:
         return [m.node for m in self.members.values() if m.node is not None]
 
-    def leader(self) -> Member | None:
-        best: Member | None = None
+    def leader(self) -> LocalMember | None:
+        best: LocalMember | None = None
         for m in self.members.values():
             if (
                 m.node is not None
@@ -238,7 +240,7 @@ class LocalCluster:
                 best = m
         return best
 
-    async def wait_leader(self, timeout: float = 15.0) -> Member:
+    async def wait_leader(self, timeout: float = 15.0) -> LocalMember:
         """Wait until some member leads and every running member agrees on it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from raftkv.errors import MemberNotFound, Timeout
 from raftkv.raft import ConfChange
-from raftkv.server.membership import Member
+from raftkv.server.membership import MemberRecord
 
 if TYPE_CHECKING:
     from raftkv.server.node import Node
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 async def add_member(
     node: Node, name: str, peer_addr: str, client_addr: str, learner: bool
-) -> Member:
+) -> MemberRecord:
     cc = node.membership.add_change(
         name, peer_addr, client_addr, learner, node.conf_state, node.cfg.cluster_token
     )

@@ -9,7 +9,7 @@ from raftkv.api import RangeRequest
 from raftkv.errors import CorruptionError, StorageError
 from raftkv.protocol.methods import cluster_id, member_id
 from raftkv.raft import ConfState, HardState, Snapshot, SnapshotMeta
-from raftkv.server.membership import Member, node_snapshot, restore_node_snapshot
+from raftkv.server.membership import MemberRecord, node_snapshot, restore_node_snapshot
 from raftkv.server.storage.sqlite import SQLiteStorage
 from raftkv.state.fsm import KVStateMachine
 
@@ -33,7 +33,7 @@ async def restore_snapshot(
         raise CorruptionError(f"{file}: {e}") from e
     index = max(fsm.applied_index, 1)
     token_ids = {member_id(n, token): n for n in initial_cluster}
-    members = {i: Member(i, n, initial_cluster[n]) for i, n in token_ids.items()}
+    members = {i: MemberRecord(i, n, initial_cluster[n]) for i, n in token_ids.items()}
     conf = ConfState(voters=tuple(sorted(token_ids)))
     if data_dir.exists() and any(data_dir.iterdir()):
         raise StorageError(f"{data_dir} is not empty: restore needs a fresh data dir")

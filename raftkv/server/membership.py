@@ -53,7 +53,10 @@ def decode_peer_addr(body: bytes) -> tuple[int, str] | None:
 
 
 @dataclass(slots=True)
-class Member:
+class MemberRecord:
+    """A member as this node keeps it (mutable: its addresses arrive through the log); the
+    API shows it as :class:`raftkv.api.Member`."""
+
     id: int
     name: str
     peer_addr: str
@@ -70,7 +73,7 @@ class Member:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Member:
+    def from_dict(cls, d: dict[str, Any]) -> MemberRecord:
         return cls(
             id=int(d["id"]),
             name=str(d["name"]),
@@ -83,7 +86,7 @@ class Member:
 class Membership:
     """The member table as applied from the log (and snapshots), on one member."""
 
-    def __init__(self, self_id: int, client_addr: str, members: dict[int, Member]) -> None:
+    def __init__(self, self_id: int, client_addr: str, members: dict[int, MemberRecord]) -> None:
         self.id = self_id
         self.client_addr = client_addr
         self.members = members
@@ -94,7 +97,7 @@ class Membership:
         self.published = False
         """This member's own client address has been applied (it stops publishing it)."""
 
-    def restore(self, members: dict[int, Member]) -> None:
+    def restore(self, members: dict[int, MemberRecord]) -> None:
         """A snapshot's member table replaces ours."""
         self.members = members
         if self.id in members:
@@ -114,7 +117,7 @@ class Membership:
         elif cc.type in (ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER):
             m = self.members.get(nid)
             if m is None:
-                m = Member(
+                m = MemberRecord(
                     nid,
                     str(info.get("name", f"{nid:x}")),
                     str(info.get("peer_addr", "")),
@@ -212,7 +215,7 @@ class Membership:
     def member_list(self, conf: ConfState) -> list[dict[str, Any]]:
         out = []
         for nid in sorted(conf.all_ids()):
-            m = self.members.get(nid) or Member(nid, f"{nid:x}", "")
+            m = self.members.get(nid) or MemberRecord(nid, f"{nid:x}", "")
             d = m.to_dict()
             d["is_learner"] = nid in conf.learners
             out.append(d)
@@ -255,7 +258,7 @@ def identity(cfg: NodeConfig) -> Identity:
 
 async def open_store(
     cfg: NodeConfig, me: Identity
-) -> tuple[SQLiteStorage, KVStateMachine, dict[int, Member]]:
+) -> tuple[SQLiteStorage, KVStateMachine, dict[int, MemberRecord]]:
     """Open a member's storage (bootstrapping a brand-new member of a new cluster) and restore
     the state machine and the member table from its latest snapshot."""
     # A store behind its high-water mark opens anyway (read-only, ``storage.loss`` set):
@@ -271,7 +274,7 @@ async def open_store(
     try:
         fsm = cfg.fsm_factory()
         members = {
-            i: Member(i, n, cfg.initial_cluster[n], cfg.client_addr if i == nid else "")
+            i: MemberRecord(i, n, cfg.initial_cluster[n], cfg.client_addr if i == nid else "")
             for i, n in me.initial.items()
         }
         if (
@@ -291,7 +294,7 @@ async def open_store(
 
 
 async def bootstrap(
-    storage: SQLiteStorage, conf: ConfState, fsm: KVStateMachine, members: dict[int, Member]
+    storage: SQLiteStorage, conf: ConfState, fsm: KVStateMachine, members: dict[int, MemberRecord]
 ) -> None:
     """Seed a brand-new member of a new cluster with the initial configuration.
 
@@ -305,12 +308,12 @@ async def bootstrap(
 
     # Client addresses are not part of the bootstrap (every member would write a different
     # table); each member publishes its own through the log (raftkv.server.duties.publish_loop).
-    blank = {i: Member(m.id, m.name, m.peer_addr) for i, m in members.items()}
+    blank = {i: MemberRecord(m.id, m.name, m.peer_addr) for i, m in members.items()}
     snap = Snapshot(SnapshotMeta(1, 1, conf), node_snapshot(fsm, blank))
     await storage.save(HardState(term=1, vote=NONE, commit=1), [], snap)
 
 
-def node_snapshot(fsm: KVStateMachine, members: dict[int, Member]) -> bytes:
+def node_snapshot(fsm: KVStateMachine, members: dict[int, MemberRecord]) -> bytes:
     body: bytes = msgpack.packb(
         {
             "v": NODE_SNAPSHOT_VERSION,
@@ -321,13 +324,13 @@ def node_snapshot(fsm: KVStateMachine, members: dict[int, Member]) -> bytes:
     return body
 
 
-def restore_node_snapshot(fsm: KVStateMachine, data: bytes) -> dict[int, Member]:
+def restore_node_snapshot(fsm: KVStateMachine, data: bytes) -> dict[int, MemberRecord]:
     try:
         d = msgpack.unpackb(data)
         if not isinstance(d, dict) or d.get("v") != NODE_SNAPSHOT_VERSION:
             raise ValueError("not a raftkv node snapshot")
         fsm_data = d["fsm"]
-        members = {int(m["id"]): Member.from_dict(m) for m in d["members"]}
+        members = {int(m["id"]): MemberRecord.from_dict(m) for m in d["members"]}
     except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
         raise CorruptionError(f"snapshot payload is not a valid node snapshot: {e}") from e
     fsm.restore(fsm_data)

@@ -65,7 +65,13 @@ from raftkv.server.config import (
     fsm_with_limits,
     raft_config,
 )
-from raftkv.server.membership import Member, Membership, identity, open_store, restore_node_snapshot
+from raftkv.server.membership import (
+    MemberRecord,
+    Membership,
+    identity,
+    open_store,
+    restore_node_snapshot,
+)
 from raftkv.server.peers import (
     Outbox,
     Transport,
@@ -85,7 +91,7 @@ log = logging.getLogger("raftkv.server.node")
 __all__ = [
     "HEALTH_MAX_APPLY_LAG",
     "UNSAFE_SWITCHES",
-    "Member",
+    "MemberRecord",
     "Node",
     "NodeConfig",
     "Transport",
@@ -106,7 +112,7 @@ class Node:
         cfg: NodeConfig,
         storage: SQLiteStorage,
         fsm: KVStateMachine,
-        members: dict[int, Member],
+        members: dict[int, MemberRecord],
         cluster_id: int,
         node_id: int,
     ) -> None:
@@ -439,7 +445,7 @@ class Node:
         return self.id in self.conf_state.learners
 
     @property
-    def members(self) -> dict[int, Member]:
+    def members(self) -> dict[int, MemberRecord]:
         """The member table (id -> names and addresses), as applied."""
         return self.membership.members
 
@@ -552,7 +558,7 @@ class Node:
 
     async def add_member(
         self, name: str, peer_addr: str, client_addr: str, learner: bool
-    ) -> Member:
+    ) -> MemberRecord:
         return await changes.add_member(self, name, peer_addr, client_addr, learner)
 
     async def remove_member(self, nid: int) -> None:
@@ -583,7 +589,7 @@ class Node:
         return serving.db_size(self.cfg.data_dir)
 
     def status(self, with_hash: bool = False) -> dict[str, Any]:
-        """Member status; the content hash (a walk of the whole store) only on request."""
+        """MemberRecord status; the content hash (a walk of the whole store) only on request."""
         return serving.status(self, with_hash)
 
     def health(self) -> tuple[bool, str]:

@@ -62,7 +62,7 @@ from raftkv.errors import InvalidArgument, NoLeader, NotLeader, RaftKVError, Rep
 from raftkv.protocol import codec
 from raftkv.protocol.methods import Method
 from raftkv.server.admission import AdmissionControl, TokenBucket
-from raftkv.server.membership import Member, node_snapshot
+from raftkv.server.membership import MemberRecord, node_snapshot
 from raftkv.server.node import Node
 from raftkv.server.watch import Sender, WatchHub, WatchSpec
 
@@ -707,7 +707,7 @@ def reply_bytes(resp: object) -> int:
     return total
 
 
-def _member(m: Member) -> api.Member:
+def _member(m: MemberRecord) -> api.Member:
     return api.Member(m.id, m.name, m.peer_addr, m.client_addr, m.is_learner)
 
 

@@ -20,30 +20,30 @@ from raftkv.api import PutRequest
 from raftkv.protocol import wire
 from raftkv.protocol.methods import split_addr
 from raftkv.server.native import Server
-from raftkv.testing import LocalCluster, Member
+from raftkv.testing import LocalCluster, LocalMember
 
 
 @pytest.fixture
-async def member(tmp_path: Path) -> AsyncIterator[Member]:
+async def member(tmp_path: Path) -> AsyncIterator[LocalMember]:
     async with LocalCluster(1, tmp_path) as cluster:
         m = next(iter(cluster.members.values()))
         assert m.server is not None and m.node is not None
         yield m
 
 
-def server_of(m: Member) -> Server:
+def server_of(m: LocalMember) -> Server:
     assert m.server is not None
     return m.server
 
 
-async def dial(m: Member) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def dial(m: LocalMember) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(*split_addr(m.client_addr))
 
 
 HELLO = wire.encode_frame(wire.Handshake(wire.PROTOCOL_VERSION, 0, 0, "client").to_wire())
 
 
-async def handshake(m: Member) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def handshake(m: LocalMember) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     r, w = await dial(m)
     w.write(HELLO)
     dec = wire.FrameDecoder()
@@ -91,14 +91,14 @@ def one_line(caplog: pytest.LogCaptureFixture, text: str) -> None:
     assert lines[0].exc_info is None and "Traceback" not in caplog.text
 
 
-async def works(m: Member, value: bytes = b"v") -> None:
+async def works(m: LocalMember, value: bytes = b"v") -> None:
     async with raftkv.Client([m.client_addr], keepalive_interval=None) as c:
         await c.put(b"k", value)
         assert (await c.get(b"k")).kvs[0].value == value
 
 
 async def test_slow_loris_handshake_is_closed_at_the_total_deadline(
-    member: Member, caplog: pytest.LogCaptureFixture
+    member: LocalMember, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     server_of(member).handshake_timeout = 0.5
@@ -126,7 +126,7 @@ async def test_slow_loris_handshake_is_closed_at_the_total_deadline(
 
 
 async def test_oversized_frame_before_the_handshake_is_refused(
-    member: Member, caplog: pytest.LogCaptureFixture
+    member: LocalMember, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     r, w = await dial(member)
@@ -139,7 +139,7 @@ async def test_oversized_frame_before_the_handshake_is_refused(
 
 
 async def test_cap_refuses_the_extra_connection_and_serves_again_after(
-    member: Member, caplog: pytest.LogCaptureFixture
+    member: LocalMember, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     server = server_of(member)
@@ -168,7 +168,7 @@ async def test_cap_refuses_the_extra_connection_and_serves_again_after(
 
 
 async def test_idle_connection_closed_but_an_open_watch_never(
-    member: Member, caplog: pytest.LogCaptureFixture
+    member: LocalMember, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="raftkv.server.native")
     assert member.node is not None
@@ -202,7 +202,7 @@ async def test_idle_connection_closed_but_an_open_watch_never(
     ww.close()
 
 
-async def test_idle_timeout_zero_never_closes(member: Member) -> None:
+async def test_idle_timeout_zero_never_closes(member: LocalMember) -> None:
     server = server_of(member)
     server.idle_timeout = 0.0
     r, w = await handshake(member)
@@ -258,7 +258,7 @@ def test_serve_has_the_connection_flags_and_refuses_bad_values(tmp_path: Path) -
         assert res.exit_code == 2 and "--max-client-connections must be" in res.output
 
 
-async def test_client_reconnects_after_its_idle_connection_is_closed(member: Member) -> None:
+async def test_client_reconnects_after_its_idle_connection_is_closed(member: LocalMember) -> None:
     server = server_of(member)
     server.idle_timeout = 0.3
     async with raftkv.Client([member.client_addr], keepalive_interval=None) as c:

@@ -20,14 +20,14 @@ from raftkv.client import Client, ClientConfig, op_get, op_put
 from raftkv.errors import ConfChangeRefused, ConnectionLost, LeaseNotFound, NoLeader, NotLeader
 from raftkv.protocol.methods import Method
 from raftkv.server.service import CallContext, Forwarder
-from raftkv.testing import LocalCluster, Member
+from raftkv.testing import LocalCluster, LocalMember
 
 
-def _follower(cluster: LocalCluster, leader: Member) -> Member:
+def _follower(cluster: LocalCluster, leader: LocalMember) -> LocalMember:
     return next(m for m in cluster.members.values() if m is not leader and m.running)
 
 
-async def _knows_leader_addr(follower: Member, leader: Member) -> None:
+async def _knows_leader_addr(follower: LocalMember, leader: LocalMember) -> None:
     """Client addresses are published through the log a moment after the election."""
     assert follower.node is not None and leader.node is not None
     lid = leader.node.id
@@ -41,7 +41,7 @@ async def _until(cond: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
-def _direct_client_conns(m: Member) -> int:
+def _direct_client_conns(m: LocalMember) -> int:
     """Client connections ``m`` holds that did not come from a forwarding member."""
     assert m.server is not None
     return sum(1 for c in m.server._conns if not c.forwarded)
